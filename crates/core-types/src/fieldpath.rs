@@ -1,0 +1,1 @@
+//! Field paths for update requests (`labels`, `labels.k`, `annotations.k`).

@@ -1,0 +1,1 @@
+//! containerd's filter language (`name==x,labels."a.b"~=re`).

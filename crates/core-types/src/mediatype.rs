@@ -1,0 +1,1 @@
+//! Media type constants (OCI and Docker) and helpers to classify them.

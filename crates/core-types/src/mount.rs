@@ -1,0 +1,1 @@
+//! Mounts as snapshotters return them and appliers consume them.

@@ -1,0 +1,2 @@
+//! stub
+pub use stowage_core_types::digest::{Algorithm, Digest};
