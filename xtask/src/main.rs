@@ -1,1 +1,99 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, so that a fresh machine needs only `cargo`.
+//!
+//! - `cargo xtask test`: install the system packages the tests need (as root, with apt), then run
+//!   every test of the workspace.
+//! - `cargo xtask demo`: the main job as far as it exists today (see README).
+//! - `cargo xtask bench [NAME...]`: run the benchmarks side by side with their references.
+
+mod demo;
+mod system;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test            install missing system packages (as root), then run the whole test suite
+  demo            ingest generated blobs into a content store in a temp root and list them
+  bench [NAME..]  run benchmarks (content, bolt, diff; default: all)
+  help            this text";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo::run(),
+        Some("bench") => bench(&args[1..]),
+        Some("help") | Some("-h") | Some("--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    system::ensure_packages(system::TEST_PACKAGES)?;
+    let mut cmd = Command::new(cargo());
+    cmd.args(["test", "--workspace", "--all-targets"]).args(extra);
+    run(&mut cmd).context("the test suite failed")?;
+    // Doc tests are not part of --all-targets.
+    let mut doc = Command::new(cargo());
+    doc.args(["test", "--workspace", "--doc"]);
+    run(&mut doc).context("the doc tests failed")
+}
+
+/// Benchmarks by name: the package and bench target each one runs.
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("content", "stowage-content", "ingest"),
+    ("bolt", "stowage-bolt", "bolt"),
+    ("diff", "stowage-diff", "apply"),
+];
+
+fn bench(names: &[String]) -> Result<()> {
+    system::ensure_packages(system::TEST_PACKAGES)?;
+    let selected: Vec<_> = if names.is_empty() {
+        BENCHES.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                BENCHES
+                    .iter()
+                    .find(|(name, _, _)| name == n)
+                    .with_context(|| format!("unknown benchmark {n:?}"))
+            })
+            .collect::<Result<_>>()?
+    };
+    for (name, package, target) in selected {
+        println!("== bench {name}");
+        let mut cmd = Command::new(cargo());
+        cmd.args(["bench", "-p", package, "--bench", target]);
+        run(&mut cmd).with_context(|| format!("benchmark {name} failed"))?;
+    }
+    Ok(())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Runs a command with inherited stdio and fails if it does.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} exited with {status}");
+    }
+    Ok(())
+}
