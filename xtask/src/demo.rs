@@ -1,1 +1,3 @@
-pub fn run() -> anyhow::Result<()> { anyhow::bail!("demo: not built yet") }
+pub fn run() -> anyhow::Result<()> {
+    anyhow::bail!("demo: not built yet")
+}

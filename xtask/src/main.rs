@@ -3,9 +3,11 @@
 //! - `cargo xtask test`: install the system packages the tests need (as root, with apt), then run
 //!   every test of the workspace.
 //! - `cargo xtask demo`: the main job as far as it exists today (see README).
+//! - `cargo xtask fixtures`: generate the deterministic test images.
 //! - `cargo xtask bench [NAME...]`: run the benchmarks side by side with their references.
 
 mod demo;
+mod fixtures;
 mod system;
 
 use std::process::{Command, ExitCode};
@@ -17,6 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test            install missing system packages (as root), then run the whole test suite
   demo            ingest generated blobs into a content store in a temp root and list them
+  fixtures [--out DIR] [--small]
+                  generate the deterministic test images (OCI layouts and archives)
   bench [NAME..]  run benchmarks (content, bolt, diff; default: all)
   help            this text";
 
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::run(),
         Some("bench") => bench(&args[1..]),
+        Some("fixtures") => fixtures::run(&args[1..]),
         Some("help") | Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -44,7 +49,8 @@ fn main() -> ExitCode {
 fn test(extra: &[String]) -> Result<()> {
     system::ensure_packages(system::TEST_PACKAGES)?;
     let mut cmd = Command::new(cargo());
-    cmd.args(["test", "--workspace", "--all-targets"]).args(extra);
+    cmd.args(["test", "--workspace", "--all-targets"])
+        .args(extra);
     run(&mut cmd).context("the test suite failed")?;
     // Doc tests are not part of --all-targets.
     let mut doc = Command::new(cargo());

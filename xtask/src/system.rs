@@ -12,7 +12,10 @@ fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
         .unwrap_or(false)
 }
 
@@ -40,8 +43,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     println!("xtask: installing {}", missing.join(" "));
-    crate::run(Command::new("apt-get").args(["update", "-q"]))
-        .context("apt-get update failed")?;
+    crate::run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update failed")?;
     crate::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])

@@ -16,6 +16,7 @@ pub mod mediatype;
 pub mod mount;
 pub mod namespace;
 pub mod platform;
+pub mod snapshot;
 
 pub use descriptor::Descriptor;
 pub use digest::{Algorithm, Digest};

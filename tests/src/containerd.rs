@@ -1,0 +1,193 @@
+//! Runs the real containerd 1.6 (Debian's) for compatibility tests: a private root, state
+//! directory and socket in a temp dir, started by the test and stopped by PID.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Set to `1` to skip tests that need programs from outside the workspace. CI never sets it.
+pub const SKIP_ENV: &str = "STOWAGE_SKIP_EXTERNAL";
+
+/// True when `program` can be run from `PATH`.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Decides whether an external-tool test runs: `true` when all `programs` exist; `false` when
+/// some are missing and [`SKIP_ENV`] is `1`; otherwise panics with a message naming what is
+/// missing and how to get it.
+pub fn require(programs: &[&str], install_hint: &str) -> bool {
+    let missing: Vec<&str> = programs.iter().copied().filter(|p| !have(p)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
+        eprintln!("skipping: {missing:?} not installed and {SKIP_ENV}=1");
+        return false;
+    }
+    panic!(
+        "this test needs {missing:?}, which is not installed: {install_hint} \
+         (`cargo xtask test` installs it as root), or set {SKIP_ENV}=1 to skip"
+    );
+}
+
+/// A running containerd on a private root. Stopped (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct Containerd {
+    child: Option<Child>,
+    /// The root directory (`--root`): content, metadata and snapshots live here.
+    pub root: PathBuf,
+    /// The state directory.
+    pub state: PathBuf,
+    /// The gRPC socket.
+    pub address: PathBuf,
+    log: PathBuf,
+}
+
+impl Containerd {
+    /// Starts containerd with `root` (created if missing) and a state dir and socket under
+    /// `workdir`, and waits until it answers `ctr version`.
+    pub fn start(root: &Path, workdir: &Path) -> Result<Containerd> {
+        let state = workdir.join("state");
+        let address = workdir.join("containerd.sock");
+        let config = workdir.join("config.toml");
+        let log = workdir.join("containerd.log");
+        fs::create_dir_all(root)?;
+        fs::create_dir_all(&state)?;
+        fs::write(
+            &config,
+            format!(
+                r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp",
+]
+
+[grpc]
+  address = "{address}"
+
+[ttrpc]
+  address = "{address}.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+                root = root.display(),
+                state = state.display(),
+                address = address.display(),
+                opt = workdir.join("opt").display(),
+            ),
+        )?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log)?)
+            .stderr(fs::File::create(workdir.join("containerd.stderr"))?)
+            .spawn()
+            .context("starting containerd")?;
+        let mut me = Containerd {
+            child: Some(child),
+            root: root.to_owned(),
+            state,
+            address,
+            log,
+        };
+        me.wait_ready(workdir)?;
+        Ok(me)
+    }
+
+    fn wait_ready(&mut self, workdir: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.ctr(&["version"]).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    let err =
+                        fs::read_to_string(workdir.join("containerd.stderr")).unwrap_or_default();
+                    bail!("containerd exited with {status} during start-up:\n{err}");
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd did not answer on {} within 30 s",
+                    self.address.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `ctr --address <socket> <args>` and returns its stdout; fails with its stderr.
+    pub fn ctr(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ctr")?;
+        if !out.status.success() {
+            bail!(
+                "ctr {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The daemon's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops containerd: SIGTERM, up to 10 s, then SIGKILL. The root is left as containerd
+    /// closed it.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid signal.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
