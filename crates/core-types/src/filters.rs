@@ -20,9 +20,15 @@
 //! Behaviour follows containerd 1.6's `filters` package, including its error text
 //! (`filters: parse error: [name== >|,|< x]: expected value or quoted`, where `>|…|<` marks the
 //! offending position) and its quirks: `!=` matches an object that lacks the field, and `~=`
-//! tests an absent field as the empty string. One deliberate difference: containerd compiles a
-//! `~=` regular expression only when matching and silently matches nothing if it is invalid;
-//! here an invalid regular expression is a parse error, so the caller learns of the mistake.
+//! tests an absent field as the empty string. `~=` patterns are Go `regexp` (RE2) syntax, as
+//! containerd's are: where the `regex` crate reads a pattern differently (ASCII-only `\d`, `\w`,
+//! `\s`, `\b` in Go, a stray `{` as a literal, no set operations in classes, stacked
+//! repetitions refused, ...) the pattern is rewritten to keep Go's meaning.
+//!
+//! Deliberate differences: containerd compiles a `~=` regular expression only when matching and
+//! silently matches nothing if it is invalid, while here an invalid regular expression is a
+//! parse error, so the caller learns of the mistake; and a quoted string whose escapes form
+//! invalid UTF-8 (`"\xff"`) is a parse error, since Rust strings cannot hold it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -474,10 +480,9 @@ impl<'a> Parser<'a> {
                     all.push(self.selector()?);
                 }
                 Some(c) => {
-                    return Err(self.error(
-                        self.sc.pos,
-                        format_args!("unexpected input: {}", c.escape_debug()),
-                    ))
+                    // containerd shows a NUL here as the replacement character.
+                    let shown = if c == '\0' { '\u{FFFD}' } else { c };
+                    return Err(self.error(self.sc.pos, format_args!("unexpected input: {shown}")));
                 }
             }
         }
@@ -510,10 +515,10 @@ impl<'a> Parser<'a> {
         let op = match kind {
             OpKind::Equal => Operator::Equal(value),
             OpKind::NotEqual => Operator::NotEqual(value),
-            OpKind::Matches => Operator::Matches(Regex::new(&value).map_err(|e| {
+            OpKind::Matches => Operator::Matches(compile_go_regex(&value).map_err(|why| {
                 self.error(
                     value_pos,
-                    format_args!("invalid regular expression {value:?}: {}", regex_reason(&e)),
+                    format_args!("invalid regular expression {value:?}: {why}"),
                 )
             })?),
         };
@@ -563,6 +568,315 @@ enum OpKind {
     Equal,
     NotEqual,
     Matches,
+}
+
+/// Compiles a regular expression written for Go's `regexp` (RE2 syntax, as containerd uses)
+/// with the `regex` crate.
+///
+/// The two dialects mostly agree; where they differ, the pattern is rewritten so it means what it
+/// means to Go: a `{` that does not start a repeat is a literal, `\Q…\E` quotes literally, `\<`
+/// and `\>` are the plain characters, and inside a class `&&`, `~~`, `--` and a `[` not opening
+/// `[:name:]` are literals. Patterns Go rejects and `regex` would take are refused: stacked
+/// repetitions (`a**`, `a*??`, `a{2}{3}`) and repeat counts above 1000.
+fn compile_go_regex(pattern: &str) -> std::result::Result<Regex, String> {
+    let translated = translate_go_regex(pattern)?;
+    Regex::new(&translated).map_err(|e| regex_reason(&e))
+}
+
+/// The `{n}`, `{n,}` or `{n,m}` at the start of `chars`, as Go recognises a repeat: its length
+/// and bounds (`max` is `None` for `{n,}`). Anything else is not a repeat.
+fn go_repeat(chars: &[char]) -> Option<(usize, u64, Option<u64>)> {
+    fn number(chars: &[char], at: usize) -> Option<(u64, usize)> {
+        let digits = chars[at..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        // Long digit runs saturate; they are rejected as too large anyway.
+        let value = chars[at..at + digits].iter().fold(0u64, |v, c| {
+            v.saturating_mul(10)
+                .saturating_add(u64::from(*c as u8 - b'0'))
+        });
+        Some((value, at + digits))
+    }
+    if chars.first() != Some(&'{') {
+        return None;
+    }
+    let (min, mut at) = number(chars, 1)?;
+    let mut max = Some(min);
+    if chars.get(at) == Some(&',') {
+        at += 1;
+        max = match number(chars, at) {
+            Some((m, next)) => {
+                at = next;
+                Some(m)
+            }
+            None => None,
+        };
+    }
+    (chars.get(at) == Some(&'}')).then_some((at + 1, min, max))
+}
+
+/// Copies an escape starting at `chars[i] == '\\'` into `out`; returns the index after it.
+///
+/// Go's Perl classes and word boundaries are ASCII-only where `regex` is Unicode-aware, so they
+/// become the equivalent ASCII classes (`in_class` says whether we are inside `[...]`).
+fn copy_escape(chars: &[char], i: usize, out: &mut String, in_class: bool) -> usize {
+    let Some(&next) = chars.get(i + 1) else {
+        // A trailing backslash: left for the regex compiler to reject, as Go does.
+        out.push('\\');
+        return i + 1;
+    };
+    let ascii = match (next, in_class) {
+        ('d', false) => Some("[[:digit:]]"),
+        ('d', true) => Some("[:digit:]"),
+        ('D', false) => Some("[[:^digit:]]"),
+        ('D', true) => Some("[:^digit:]"),
+        ('w', false) => Some("[[:word:]]"),
+        ('w', true) => Some("[:word:]"),
+        ('W', false) => Some("[[:^word:]]"),
+        ('W', true) => Some("[:^word:]"),
+        // Go's \s is exactly these five; the POSIX class would add \v.
+        ('s', false) => Some(r"[\t\n\f\r ]"),
+        ('s', true) => Some(r"\t\n\f\r "),
+        ('S', _) => Some(r"[^\t\n\f\r ]"),
+        ('b', false) => Some(r"(?-u:\b)"),
+        ('B', false) => Some(r"(?-u:\B)"),
+        _ => None,
+    };
+    if let Some(ascii) = ascii {
+        out.push_str(ascii);
+        return i + 2;
+    }
+    match next {
+        // `regex` gives these word-boundary meanings; Go reads them as the characters.
+        '<' | '>' => {
+            out.push(next);
+            i + 2
+        }
+        // Escapes with a braced argument: copy through the closing brace.
+        'p' | 'P' | 'x' if chars.get(i + 2) == Some(&'{') => {
+            let end = chars[i + 2..]
+                .iter()
+                .position(|&c| c == '}')
+                .map_or(chars.len(), |p| i + 2 + p + 1);
+            out.extend(&chars[i..end]);
+            end
+        }
+        _ => {
+            out.push('\\');
+            out.push(next);
+            i + 2
+        }
+    }
+}
+
+fn translate_go_regex(pattern: &str) -> std::result::Result<String, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::with_capacity(pattern.len() + 8);
+    // Where the previous token began, when that token was a repetition operator.
+    let mut last_repeat: Option<usize> = None;
+    let mut i = 0;
+    // A flag group such as `(?i)` is no operand in Go: a repetition right after it applies to
+    // what came before. `regex` rejects that, so flag groups wait until after such a repetition.
+    let mut pending_flags = String::new();
+    while i < chars.len() {
+        let start = i;
+        let mut repeat = false;
+        let mut flags = false;
+        let mut bad_count = None;
+        let mut tok = String::new();
+        match chars[i] {
+            '\\' if chars.get(i + 1) == Some(&'Q') => {
+                let body = i + 2;
+                let end = (body..chars.len())
+                    .find(|&j| chars[j] == '\\' && chars.get(j + 1) == Some(&'E'));
+                let literal: String = chars[body..end.unwrap_or(chars.len())].iter().collect();
+                tok.push_str(&regex::escape(&literal));
+                i = end.map_or(chars.len(), |e| e + 2);
+            }
+            '\\' => i = copy_escape(&chars, i, &mut tok, false),
+            '[' => i = translate_class(&chars, i, &mut tok)?,
+            '(' if chars.get(i + 1) == Some(&'?') => {
+                let letters = chars[i + 2..]
+                    .iter()
+                    .take_while(|c| matches!(c, 'i' | 'm' | 's' | 'U' | '-'))
+                    .count();
+                let after = i + 2 + letters;
+                match chars.get(after) {
+                    Some(')') if letters > 0 => {
+                        tok.extend(&chars[i..=after]);
+                        i = after + 1;
+                        flags = true;
+                    }
+                    Some(':') if letters > 0 => {
+                        tok.extend(&chars[i..=after]);
+                        i = after + 1;
+                    }
+                    Some('P') if letters == 0 => {
+                        tok.push_str("(?P");
+                        i += 3;
+                    }
+                    _ => {
+                        let text: String = chars[i..(after + 1).min(chars.len())].iter().collect();
+                        return Err(format!("invalid or unsupported Perl syntax: `{text}`"));
+                    }
+                }
+            }
+            '*' | '+' | '?' => {
+                tok.push(chars[i]);
+                i += 1;
+                repeat = true;
+            }
+            '{' => match go_repeat(&chars[i..]) {
+                Some((len, min, max)) => {
+                    if min > 1000 || max.is_some_and(|m| m > 1000 || m < min) {
+                        let text: String = chars[i..i + len].iter().collect();
+                        bad_count = Some(format!("invalid repeat count: `{text}`"));
+                    }
+                    tok.extend(&chars[i..i + len]);
+                    i += len;
+                    repeat = true;
+                }
+                None => {
+                    tok.push_str("\\{");
+                    i += 1;
+                }
+            },
+            c => {
+                tok.push(c);
+                i += 1;
+            }
+        }
+        if flags {
+            pending_flags.push_str(&tok);
+            last_repeat = None;
+        } else if repeat {
+            if let Some(prev) = last_repeat {
+                // Go quotes the operators, including a non-greedy `?` after the second one.
+                let end = if chars.get(i) == Some(&'?') { i + 1 } else { i };
+                let text: String = chars[prev..end].iter().collect();
+                return Err(format!("invalid nested repetition operator: `{text}`"));
+            }
+            // Go checks stacking first, then the count.
+            if let Some(why) = bad_count {
+                return Err(why);
+            }
+            if chars.get(i) == Some(&'?') {
+                tok.push('?');
+                i += 1;
+            }
+            out.push_str(&tok);
+            out.push_str(&std::mem::take(&mut pending_flags));
+            last_repeat = Some(start);
+        } else {
+            out.push_str(&std::mem::take(&mut pending_flags));
+            out.push_str(&tok);
+            last_repeat = None;
+        }
+    }
+    out.push_str(&pending_flags);
+    Ok(out)
+}
+
+/// Copies a character class starting at `chars[i] == '['`, spelled so `regex` reads it as Go
+/// does; returns the index after the class.
+///
+/// Go's class is a list of single characters, `lo-hi` ranges, escapes and `[:name:]` classes;
+/// `regex` additionally has nested classes and the `&&`, `--`, `~~` set operations, so every
+/// literal `[`, `&`, `~` and `-` is escaped and ranges are rebuilt explicitly.
+fn translate_class(
+    chars: &[char],
+    mut i: usize,
+    out: &mut String,
+) -> std::result::Result<usize, String> {
+    out.push('[');
+    i += 1;
+    if chars.get(i) == Some(&'^') {
+        out.push('^');
+        i += 1;
+    }
+    let mut first = true;
+    while i < chars.len() {
+        // A `]` right after the opening is a member, not the end.
+        if chars[i] == ']' && !first {
+            out.push(']');
+            return Ok(i + 1);
+        }
+        first = false;
+        if chars[i] == '[' && chars.get(i + 1) == Some(&':') {
+            if let Some(end) = (i + 2..chars.len().saturating_sub(1))
+                .find(|&j| chars[j] == ':' && chars[j + 1] == ']')
+            {
+                out.extend(&chars[i..end + 2]);
+                i = end + 2;
+                continue;
+            }
+        }
+        let lo = class_atom(chars, i);
+        let starts_range = lo.range_capable
+            && chars.get(lo.end) == Some(&'-')
+            && chars.get(lo.end + 1).is_some_and(|&c| c != ']');
+        if !starts_range {
+            out.push_str(&lo.text);
+            i = lo.end;
+            continue;
+        }
+        let hi = class_atom(chars, lo.end + 1);
+        if let (Some(l), Some(h)) = (lo.literal, hi.literal) {
+            if h < l {
+                let text: String = chars[i..hi.end].iter().collect();
+                return Err(format!("invalid character class range: `{text}`"));
+            }
+        }
+        out.push_str(&lo.text);
+        out.push('-');
+        out.push_str(&hi.text);
+        i = hi.end;
+    }
+    // Unterminated: the compiler reports it, as Go does.
+    Ok(i)
+}
+
+/// One member of a character class, re-spelled for `regex`.
+struct ClassAtom {
+    text: String,
+    /// The character, when the member is a plain one (escapes are left to the compiler).
+    literal: Option<char>,
+    /// False for class escapes such as `\d` or `\pL`, which cannot bound a range.
+    range_capable: bool,
+    end: usize,
+}
+
+fn class_atom(chars: &[char], i: usize) -> ClassAtom {
+    let c = chars[i];
+    if c == '\\' {
+        let mut text = String::new();
+        let end = copy_escape(chars, i, &mut text, true);
+        let class_escape = matches!(
+            chars.get(i + 1),
+            Some('d' | 'D' | 's' | 'S' | 'w' | 'W' | 'p' | 'P')
+        );
+        return ClassAtom {
+            text,
+            literal: None,
+            range_capable: !class_escape,
+            end,
+        };
+    }
+    let text = if matches!(c, '[' | ']' | '&' | '~' | '-') {
+        format!("\\{c}")
+    } else {
+        c.to_string()
+    };
+    ClassAtom {
+        text,
+        literal: Some(c),
+        range_capable: true,
+        end: i + 1,
+    }
 }
 
 /// The one-line reason of a regex error (its full text draws a multi-line caret diagram).
@@ -992,5 +1306,496 @@ mod tests {
             _ => None,
         };
         assert!(f.matches(&obj));
+    }
+
+    /// How many generated cases a differential test runs: `default`, or more for a deeper
+    /// search when the variable `var` says so.
+    fn generated_count(var: &str, default: usize) -> usize {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Deterministic xorshift generator, so a failing case can be reproduced from the seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+    }
+
+    /// Builds filter strings from plausible selectors, then damages some of them with random
+    /// insertions and deletions so the error paths get exercised too.
+    fn generated_inputs(count: usize) -> Vec<String> {
+        const PATHS: &[&str] = &[
+            "name",
+            "other",
+            "labels",
+            "labels.foo",
+            "labels.bar",
+            r#"labels."more complex label""#,
+            r#"labels."more complex label with \\ and \"""#,
+            r#"labels."more complex label with \\ and \"".post"#,
+            "labels.|foo|",
+            "nosuch",
+            r#""leading quote".x"#,
+        ];
+        const OPS: &[&str] = &["==", "!=", "~=", "=", "~", "!", "=~", " == "];
+        const VALUES: &[&str] = &[
+            "foo",
+            "bar",
+            "true",
+            "present",
+            "omg_asdf.asdf-qwer",
+            r#""too complex, yo""#,
+            "[abc]+",
+            "/[abc]{1,2}/",
+            "|f.o|",
+            "^foo$",
+            "^ba",
+            r#""\x66oo""#,
+            r#""\146oo""#,
+            r#""\u0066oo""#,
+            r"/a\/b/",
+            "(true|present)",
+            "",
+            "牛",
+        ];
+        const NOISE: &[&str] = &[
+            "=", "!", "~", ",", ".", "\"", "/", "|", "\\", " ", "a", "f", "o", "[", "]", "(", ")",
+            "*", "+", "?", "^", "$", "-", "_", "牛", "\n", "\t", "\0", "x", "7",
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let selectors = 1 + rng.next() % 3;
+            let mut s = String::new();
+            for i in 0..selectors {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(rng.pick(PATHS));
+                if rng.next() & 3 != 0 {
+                    s.push_str(rng.pick(OPS));
+                    s.push_str(rng.pick(VALUES));
+                }
+            }
+            for _ in 0..rng.next() % 3 {
+                let mut chars: Vec<char> = s.chars().collect();
+                let at = (rng.next() % (chars.len() as u64 + 1)) as usize;
+                if rng.next() & 1 == 0 || at == chars.len() {
+                    let noise: Vec<char> = rng.pick(NOISE).chars().collect();
+                    chars.splice(at..at, noise);
+                } else {
+                    chars.remove(at);
+                }
+                s = chars.into_iter().collect();
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    /// Subjects the regex comparison matches each generated pattern against.
+    const REGEX_SUBJECTS: &[&str] = &[
+        "", "a", "ab", "abc", "aaa", "A", "foo", "fooer", "bar", "baz", "a{2}", "a{", "{,2}",
+        "<a>", "x.y", "牛", "é", "[]", "&", "~", "-", "1", "a b", "a*", "Q.*E", ".*", "b}",
+    ];
+
+    /// Runs containerd's parser, and Go's `regexp`, on lines `F <json filter>` or
+    /// `R <json pattern>`. Filters are matched against the same corpus as [`corpus`], with the
+    /// same adaptor; patterns against `SUBJECTS`.
+    const GO_DIFF_PROGRAM: &str = r#"package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/containerd/containerd/filters"
+)
+
+type entry struct {
+	name, other string
+	labels      map[string]string
+}
+
+var subjects = []string{SUBJECTS}
+
+func main() {
+	corpus := []entry{
+		{"foo", "", map[string]string{"foo": "true"}},
+		{"bar", "", nil},
+		{"foo", "", map[string]string{"foo": "present", "more complex label": "present"}},
+		{"bar", "", map[string]string{"bar": "true"}},
+		{"fooer", "", map[string]string{"more complex label with \\ and \"": "present"}},
+		{"fooer", "", map[string]string{"more complex label with \\ and \".post": "present"}},
+		{"baz", "too complex, yo", nil},
+		{"bazo", "abc", nil},
+		{"compound", "", map[string]string{"foo": "omg_asdf.asdf-qwer"}},
+	}
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	for in.Scan() {
+		line := in.Text()
+		var s string
+		if err := json.Unmarshal([]byte(line[2:]), &s); err != nil {
+			panic(err)
+		}
+		mask := 0
+		if line[0] == 'R' {
+			re, err := regexp.Compile(s)
+			if err != nil {
+				msg, _ := json.Marshal(err.Error())
+				fmt.Fprintf(out, "E %s\n", msg)
+				continue
+			}
+			for i, subject := range subjects {
+				if re.MatchString(subject) {
+					mask |= 1 << i
+				}
+			}
+			fmt.Fprintf(out, "M %d\n", mask)
+			continue
+		}
+		f, err := filters.Parse(s)
+		if err != nil {
+			msg, _ := json.Marshal(err.Error())
+			fmt.Fprintf(out, "E %s\n", msg)
+			continue
+		}
+		for i, e := range corpus {
+			e := e
+			a := filters.AdapterFunc(func(p []string) (string, bool) {
+				switch p[0] {
+				case "name":
+					return e.name, e.name != ""
+				case "other":
+					return e.other, e.other != ""
+				case "labels":
+					v, ok := e.labels[strings.Join(p[1:], ".")]
+					return v, ok
+				}
+				return "", false
+			})
+			if f.Match(a) {
+				mask |= 1 << i
+			}
+		}
+		fmt.Fprintf(out, "M %d\n", mask)
+	}
+}
+"#;
+
+    enum GoResult {
+        Error(String),
+        Mask(u32),
+    }
+
+    /// Runs `inputs` (`'F'` filters or `'R'` regexes) through containerd's `filters.Parse` or
+    /// Go's `regexp`, from the Go sources Debian ships.
+    fn go_results(mode: char, inputs: &[String]) -> Option<Vec<GoResult>> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+
+        const GOPATH: &str = "/usr/share/gocode";
+        let pkg = format!("{GOPATH}/src/github.com/containerd/containerd/filters");
+        let go_ok = Command::new("go")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !go_ok || !std::path::Path::new(&pkg).is_dir() {
+            if std::env::var("STOWAGE_SKIP_EXTERNAL").as_deref() == Ok("1") {
+                return None;
+            }
+            panic!(
+                "this test runs containerd's filter parser: it needs `go` (apt: golang-go) and \
+                 {pkg} (apt: golang-github-containerd-containerd-dev); \
+                 set STOWAGE_SKIP_EXTERNAL=1 to skip it"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "stowage-filters-diff-{}-{mode}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("main.go");
+        let subjects: Vec<String> = REGEX_SUBJECTS
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        std::fs::write(
+            &main,
+            GO_DIFF_PROGRAM.replace("SUBJECTS", &subjects.join(", ")),
+        )
+        .unwrap();
+        let mut child = Command::new("go")
+            .arg("run")
+            .arg(&main)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH)
+            .env("GOFLAGS", "-p=2")
+            .envs(
+                // `go` needs a build cache; give it one when the environment names none.
+                ["GOCACHE", "XDG_CACHE_HOME", "HOME"]
+                    .iter()
+                    .all(|v| std::env::var_os(v).is_none())
+                    .then(|| ("GOCACHE", dir.join("cache"))),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start go run");
+        let mut stdin = child.stdin.take().unwrap();
+        let lines: String = inputs
+            .iter()
+            .map(|s| format!("{mode} {}\n", serde_json::to_string(s).unwrap()))
+            .collect();
+        let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+        let out = child.wait_with_output().expect("wait for go run");
+        writer.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "go run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let results: Vec<GoResult> = text
+            .lines()
+            .map(|l| match l.split_once(' ') {
+                Some(("E", msg)) => GoResult::Error(serde_json::from_str(msg).unwrap()),
+                Some(("M", mask)) => GoResult::Mask(mask.parse().unwrap()),
+                _ => panic!("unexpected line from go: {l:?}"),
+            })
+            .collect();
+        assert_eq!(results.len(), inputs.len(), "one result per input");
+        Some(results)
+    }
+
+    #[test]
+    fn agrees_with_containerd_on_generated_filters() {
+        let inputs = generated_inputs(generated_count("STOWAGE_FILTER_CASES", 3000));
+        let Some(go) = go_results('F', &inputs) else {
+            return;
+        };
+        let corpus = corpus();
+        let mut compared_ok = 0;
+        let mut compared_err = 0;
+        for (input, go) in inputs.iter().zip(go) {
+            let ours = Filter::parse(input);
+            // Go marks one byte of a multi-byte character (we mark the whole character), so
+            // exact message comparison is limited to ASCII input.
+            let plain = input.is_ascii();
+            match (ours, go) {
+                (Ok(f), GoResult::Mask(mask)) => {
+                    let ours: u32 = corpus
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| f.matches(*e))
+                        .map(|(i, _)| 1 << i)
+                        .sum();
+                    assert_eq!(ours, mask, "matches differ for {input:?}");
+                    compared_ok += 1;
+                }
+                (Err(e), GoResult::Error(msg)) => {
+                    // We report a bad regex as soon as it is parsed; containerd never does, so it
+                    // reports whatever later problem the input has.
+                    if plain && !e.message().contains("invalid regular expression") {
+                        assert_eq!(e.message(), msg, "error differs for {input:?}");
+                    }
+                    compared_err += 1;
+                }
+                // Deliberate differences: an invalid regex (containerd matches nothing) and
+                // escapes producing invalid UTF-8 (containerd keeps the raw bytes).
+                (Err(e), GoResult::Mask(mask))
+                    if e.message().contains("invalid regular expression") && mask == 0 => {}
+                (Err(e), GoResult::Mask(_))
+                    if e.message().contains("escapes do not form valid UTF-8") => {}
+                (Err(e), GoResult::Mask(mask)) => {
+                    panic!("we reject {input:?} ({e}) but containerd accepts it (mask {mask:b})")
+                }
+                (Ok(_), GoResult::Error(msg)) => {
+                    panic!("we accept {input:?} but containerd rejects it: {msg}")
+                }
+            }
+        }
+        // The generator must exercise both outcomes for the comparison to mean anything.
+        assert!(
+            compared_ok > 300 && compared_err > 300,
+            "{compared_ok} ok, {compared_err} errors"
+        );
+    }
+
+    /// Random patterns built from pieces where Go's RE2 dialect and the `regex` crate differ.
+    fn generated_regexes(count: usize) -> Vec<String> {
+        const ATOMS: &[&str] = &[
+            "a",
+            "b",
+            "o",
+            "f",
+            "z",
+            "r",
+            ".",
+            "*",
+            "+",
+            "?",
+            "{2}",
+            "{1,}",
+            "{0,2}",
+            "{,2}",
+            "{",
+            "}",
+            "{1001}",
+            "{3,1}",
+            "[a-c]",
+            "[^o]",
+            "[[:alpha:]]",
+            "[a&&b]",
+            "[~~a]",
+            "[a--c]",
+            "[]a]",
+            "[[a]",
+            "\\Q.*\\E",
+            "\\Q{",
+            "\\<",
+            "\\>",
+            "(",
+            ")",
+            "|",
+            "^",
+            "$",
+            "\\w",
+            "\\d",
+            "\\b",
+            "(?i)",
+            "(?s:",
+            "(?x)",
+            "(?P<n>",
+            "\\s",
+            "\\S",
+            "\\W",
+            "\\D",
+            "\\B",
+            "[\\d-z]",
+            "[\\w]",
+            "[+--]",
+            "[a-]",
+            "[\\S]",
+            " ",
+            "\\pL",
+            "\\p{Greek}",
+            "\\x{62}",
+            "\\x62",
+            "\\",
+            "*?",
+            "牛",
+            "é",
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        (0..count)
+            .map(|_| {
+                let n = 1 + rng.next() % 5;
+                (0..n).map(|_| rng.pick(ATOMS)).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn regex_dialect_agrees_with_go() {
+        let patterns = generated_regexes(generated_count("STOWAGE_REGEX_CASES", 4000));
+        let Some(go) = go_results('R', &patterns) else {
+            return;
+        };
+        let (mut ok, mut err) = (0, 0);
+        for (pattern, go) in patterns.iter().zip(go) {
+            match (compile_go_regex(pattern), go) {
+                (Ok(re), GoResult::Mask(mask)) => {
+                    let ours: u32 = REGEX_SUBJECTS
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| re.is_match(s))
+                        .map(|(i, _)| 1 << i)
+                        .sum();
+                    assert_eq!(ours, mask, "matches differ for {pattern:?}");
+                    ok += 1;
+                }
+                (Err(why), GoResult::Error(msg)) => {
+                    // Where we name the same problem as Go (it may find another one first), the
+                    // words must agree.
+                    let kind = why.split(':').next().unwrap_or("");
+                    if msg.starts_with(&format!("error parsing regexp: {kind}:"))
+                        && (why.starts_with("invalid nested") || why.starts_with("invalid repeat"))
+                    {
+                        assert_eq!(msg, format!("error parsing regexp: {why}"), "{pattern:?}");
+                    }
+                    err += 1;
+                }
+                (Err(why), GoResult::Mask(_)) => {
+                    panic!("we reject {pattern:?} ({why}) but Go accepts it")
+                }
+                (Ok(_), GoResult::Error(msg)) => {
+                    panic!("we accept {pattern:?} but Go rejects it: {msg}")
+                }
+            }
+        }
+        assert!(ok > 300 && err > 300, "{ok} ok, {err} errors");
+    }
+
+    #[test]
+    fn damaged_input_never_panics_and_errors_are_invalid_argument() {
+        let obj = entry("foo", "abc", &[("foo", "true")]);
+        for input in generated_inputs(3000) {
+            match Filter::parse(&input) {
+                Ok(f) => {
+                    f.matches(&obj);
+                }
+                Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{input:?}"),
+            }
+        }
+        for pattern in generated_regexes(3000) {
+            let _ = compile_go_regex(&pattern);
+        }
+    }
+
+    #[test]
+    fn regex_translation_keeps_go_meanings() {
+        let is = |p: &str, s: &str| compile_go_regex(p).unwrap().is_match(s);
+        assert!(is("^a{$", "a{"));
+        assert!(is("^x{,3}$", "x{,3}"));
+        assert!(is(r"^\Q.*\E$", ".*") && !is(r"^\Q.*\E$", "ab"));
+        assert!(is(r"\<a\>", "<a>") && !is(r"\<a\>", "a"));
+        assert!(is("^[a&&b]$", "&") && is("^[a&&b]$", "a"));
+        assert!(is(r"^\p{Greek}$", "λ") && is(r"^\x{62}$", "b"));
+        assert!(is("^a{2}$", "aa") && !is("^a{2}$", "a{2}"));
+        for (bad, why) in [
+            ("a**", "invalid nested repetition operator: `**`"),
+            ("a*??", "invalid nested repetition operator: `*??`"),
+            ("a{2}{3}", "invalid nested repetition operator: `{2}{3}`"),
+            ("a{1001}", "invalid repeat count: `{1001}`"),
+            ("a{3,1}", "invalid repeat count: `{3,1}`"),
+        ] {
+            assert_eq!(compile_go_regex(bad).unwrap_err(), why, "{bad}");
+        }
+        let msg = parse_err("name~=a**");
+        assert!(
+            msg.ends_with("invalid nested repetition operator: `**`"),
+            "{msg}"
+        );
     }
 }
