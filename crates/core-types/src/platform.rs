@@ -797,4 +797,260 @@ mod tests {
             serde_json::from_str(r#"{"architecture":"arm","os":"linux","variant":"v7"}"#).unwrap();
         assert_eq!(arm, pv("linux", "arm", "v7"));
     }
+
+    /// Answers queries with containerd's own `platforms` package. Each input line is a JSON
+    /// array: `["P", spec]` parses, `["N", os, arch, variant]` normalizes, `["O", spec, cand]`
+    /// asks `Only(Parse(spec)).Match(Parse(cand))` and `["L", spec, a, b]` asks `Less`.
+    const GO_PLATFORMS_PROGRAM: &str = r#"package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/containerd/containerd/platforms"
+	specs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func must(s string) specs.Platform {
+	p, err := platforms.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func main() {
+	in := bufio.NewScanner(os.Stdin)
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	for in.Scan() {
+		var q []string
+		if err := json.Unmarshal(in.Bytes(), &q); err != nil {
+			panic(err)
+		}
+		var res interface{}
+		switch q[0] {
+		case "P":
+			p, err := platforms.Parse(q[1])
+			if err != nil {
+				res = map[string]string{"err": err.Error()}
+			} else {
+				res = []string{p.OS, p.Architecture, p.Variant}
+			}
+		case "N":
+			p := platforms.Normalize(specs.Platform{OS: q[1], Architecture: q[2], Variant: q[3]})
+			res = []string{p.OS, p.Architecture, p.Variant}
+		case "O":
+			res = platforms.Only(must(q[1])).Match(must(q[2]))
+		case "L":
+			res = platforms.Only(must(q[1])).Less(must(q[2]), must(q[3]))
+		}
+		b, _ := json.Marshal(res)
+		fmt.Fprintf(out, "%s\n", b)
+	}
+}
+"#;
+
+    /// Runs `queries` through [`GO_PLATFORMS_PROGRAM`]; `None` when Go is missing and
+    /// `STOWAGE_SKIP_EXTERNAL=1` allows skipping.
+    fn go_platforms(queries: &[Vec<String>]) -> Option<Vec<serde_json::Value>> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+
+        const GOPATH: &str = "/usr/share/gocode";
+        let pkg = format!("{GOPATH}/src/github.com/containerd/containerd/platforms");
+        let go_ok = Command::new("go")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !go_ok || !std::path::Path::new(&pkg).is_dir() {
+            if std::env::var("STOWAGE_SKIP_EXTERNAL").as_deref() == Ok("1") {
+                return None;
+            }
+            panic!(
+                "this test runs containerd's platforms package: it needs `go` (apt: golang-go) \
+                 and {pkg} (apt: golang-github-containerd-containerd-dev); \
+                 set STOWAGE_SKIP_EXTERNAL=1 to skip it"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("stowage-platforms-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("main.go");
+        std::fs::write(&main, GO_PLATFORMS_PROGRAM).unwrap();
+        let mut child = Command::new("go")
+            .arg("run")
+            .arg(&main)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH)
+            .env("GOFLAGS", "-p=2")
+            .envs(
+                // `go` needs a build cache; give it one when the environment names none.
+                ["GOCACHE", "XDG_CACHE_HOME", "HOME"]
+                    .iter()
+                    .all(|v| std::env::var_os(v).is_none())
+                    .then(|| ("GOCACHE", dir.join("cache"))),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start go run");
+        let mut stdin = child.stdin.take().unwrap();
+        let lines: String = queries
+            .iter()
+            .map(|q| serde_json::to_string(q).unwrap() + "\n")
+            .collect();
+        let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+        let out = child.wait_with_output().expect("wait for go run");
+        writer.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "go run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let results: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(results.len(), queries.len(), "one answer per query");
+        Some(results)
+    }
+
+    const OSES: &[&str] = &[
+        "linux", "Linux", "windows", "macOS", "darwin", "freebsd", "plan9",
+    ];
+    const ARCHES: &[&str] = &[
+        "amd64", "x86_64", "x86-64", "AMD64", "aarch64", "arm64", "arm", "armhf", "armel", "i386",
+        "386", "s390x", "ppc64le", "riscv64", "mips64le", "wasm", "sparc64", "foo",
+    ];
+    const VARIANTS: &[&str] = &[
+        "", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "5", "6", "7", "8", "V8", "vX",
+    ];
+
+    /// Every specifier shape from the tables above, plus malformed ones.
+    fn specifiers() -> Vec<String> {
+        let mut out = Vec::new();
+        for os in OSES {
+            out.push(os.to_string());
+            for arch in ARCHES {
+                out.push(format!("{os}/{arch}"));
+                for v in VARIANTS.iter().filter(|v| !v.is_empty()) {
+                    out.push(format!("{os}/{arch}/{v}"));
+                }
+            }
+        }
+        out.extend(ARCHES.iter().map(|a| a.to_string()));
+        for bad in [
+            "",
+            "/linux",
+            "linux/",
+            "linux//arm",
+            "linux/arm/v7/x",
+            "linux/*",
+            "*",
+            "lin ux",
+            "linux/a.b",
+            "unknownthing",
+            "linux/arm/",
+            "a/b/c/d/e",
+        ] {
+            out.push(bad.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn parse_and_normalize_agree_with_containerd() {
+        let specs = specifiers();
+        let mut queries: Vec<Vec<String>> =
+            specs.iter().map(|s| vec!["P".into(), s.clone()]).collect();
+        for os in OSES.iter().chain(&[""]) {
+            for arch in ARCHES {
+                for v in VARIANTS {
+                    queries.push(vec![
+                        "N".into(),
+                        os.to_string(),
+                        arch.to_string(),
+                        v.to_string(),
+                    ]);
+                }
+            }
+        }
+        let Some(answers) = go_platforms(&queries) else {
+            return;
+        };
+        for (q, go) in queries.iter().zip(answers) {
+            let ours = match q[0].as_str() {
+                "P" => Platform::parse(&q[1]),
+                _ => Ok(Platform::new(&q[1], &q[2], &q[3]).normalize()),
+            };
+            match (ours, go.get("err").and_then(|e| e.as_str())) {
+                (Ok(p), None) => {
+                    assert_eq!(
+                        go,
+                        serde_json::json!([p.os, p.architecture, p.variant]),
+                        "{q:?}"
+                    );
+                }
+                (Err(e), Some(go_err)) => {
+                    // Same words; ours may add what was expected after containerd's text.
+                    let go_msg = go_err.strip_suffix(": invalid argument").unwrap_or(go_err);
+                    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{q:?}");
+                    assert!(e.message().starts_with(go_msg), "{q:?}: {e} vs {go_err}");
+                }
+                (ours, _) => panic!("{q:?}: we say {ours:?}, containerd says {go}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_matching_and_preference_agree_with_containerd() {
+        let valid: Vec<String> = specifiers()
+            .into_iter()
+            .filter(|s| Platform::parse(s).is_ok() && !s.contains("plan9"))
+            .collect();
+        // All pairs would be ~3 million queries; a deterministic stride keeps it near 90 000,
+        // a couple of seconds.
+        let hosts: Vec<&String> = valid.iter().step_by(7).collect();
+        let candidates: Vec<&String> = valid.iter().step_by(5).collect();
+        let mut queries = Vec::new();
+        for h in &hosts {
+            for c in &candidates {
+                queries.push(vec!["O".to_string(), h.to_string(), c.to_string()]);
+            }
+        }
+        for (i, h) in hosts.iter().enumerate() {
+            for pair in candidates.chunks(2).skip(i % 3).step_by(3) {
+                if let [a, b] = pair {
+                    queries.push(vec![
+                        "L".into(),
+                        h.to_string(),
+                        a.to_string(),
+                        b.to_string(),
+                    ]);
+                }
+            }
+        }
+        let Some(answers) = go_platforms(&queries) else {
+            return;
+        };
+        let mut matched = 0;
+        for (q, go) in queries.iter().zip(answers) {
+            let m = Matcher::only(&p(&q[1]));
+            let ours = match q[0].as_str() {
+                "O" => m.matches(&p(&q[2])),
+                _ => m.less(&p(&q[2]), &p(&q[3])),
+            };
+            assert_eq!(serde_json::Value::Bool(ours), go, "{q:?}");
+            matched += usize::from(ours);
+        }
+        assert!(
+            matched > 100,
+            "only {matched} positive answers: the sample is too thin"
+        );
+    }
 }
