@@ -359,4 +359,145 @@ mod tests {
         assert_eq!(Compression::None.as_str(), "");
         assert_eq!(Compression::None.to_string(), "uncompressed");
     }
+
+    const GO_IMAGES_PROGRAM: &str = r#"package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/containerd/containerd/images"
+)
+
+func main() {
+	in := bufio.NewScanner(os.Stdin)
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	for in.Scan() {
+		var mt string
+		if err := json.Unmarshal(in.Bytes(), &mt); err != nil {
+			panic(err)
+		}
+		c, err := images.DiffCompression(context.Background(), mt)
+		if err != nil {
+			c = "error"
+		}
+		b, _ := json.Marshal([]interface{}{
+			images.IsLayerType(mt), images.IsManifestType(mt), images.IsIndexType(mt),
+			images.IsConfigType(mt), images.IsDockerType(mt), images.IsNonDistributable(mt), c,
+		})
+		fmt.Fprintf(out, "%s\n", b)
+	}
+}
+"#;
+
+    #[test]
+    fn classification_agrees_with_containerd_images_package() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+
+        const GOPATH: &str = "/usr/share/gocode";
+        let pkg = format!("{GOPATH}/src/github.com/containerd/containerd/images");
+        let go_ok = Command::new("go")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !go_ok || !std::path::Path::new(&pkg).is_dir() {
+            if std::env::var("STOWAGE_SKIP_EXTERNAL").as_deref() == Ok("1") {
+                return;
+            }
+            panic!(
+                "this test runs containerd's images package: it needs `go` (apt: golang-go) and \
+                 {pkg} (apt: golang-github-containerd-containerd-dev); \
+                 set STOWAGE_SKIP_EXTERNAL=1 to skip it"
+            );
+        }
+        // Every known type, bare and with suffixes in both orders, plus near misses.
+        let mut inputs: Vec<String> = Vec::new();
+        for mt in LAYERS.iter().chain(OTHERS) {
+            for suffix in ["", "+gzip", "+zstd", "+encrypted", "+zstd+gzip", "+x"] {
+                inputs.push(format!("{mt}{suffix}"));
+            }
+            inputs.push(mt.to_uppercase());
+            if let Some(cut) = mt.get(..mt.len().saturating_sub(1)) {
+                inputs.push(cut.to_string());
+            }
+        }
+        inputs.extend(
+            [
+                "application/vnd.oci.image.layer.",
+                "application/vnd.oci.image.layer.v2.tar+gzip",
+                "application/vnd.oci.image.layer.nondistributable.",
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.zstd",
+                "application/vnd.docker.",
+                "+gzip",
+            ]
+            .map(String::from),
+        );
+
+        let dir = std::env::temp_dir().join(format!("stowage-mediatype-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("main.go");
+        std::fs::write(&main, GO_IMAGES_PROGRAM).unwrap();
+        let mut child = Command::new("go")
+            .arg("run")
+            .arg(&main)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH)
+            .env("GOFLAGS", "-p=2")
+            .envs(
+                // `go` needs a build cache; give it one when the environment names none.
+                ["GOCACHE", "XDG_CACHE_HOME", "HOME"]
+                    .iter()
+                    .all(|v| std::env::var_os(v).is_none())
+                    .then(|| ("GOCACHE", dir.join("cache"))),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start go run");
+        let mut stdin = child.stdin.take().unwrap();
+        let lines: String = inputs
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap() + "\n")
+            .collect();
+        let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+        let out = child.wait_with_output().expect("wait for go run");
+        writer.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "go run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answers: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(answers.len(), inputs.len());
+        for (mt, go) in inputs.iter().zip(answers) {
+            let compression = match layer_compression(mt) {
+                Ok(c) => c.as_str(),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::NotImplemented, "{mt}");
+                    "error"
+                }
+            };
+            let ours = serde_json::json!([
+                is_layer(mt),
+                is_manifest(mt),
+                is_index(mt),
+                is_config(mt),
+                is_docker(mt),
+                is_non_distributable(mt),
+                compression
+            ]);
+            assert_eq!(ours, go, "{mt}");
+        }
+    }
 }
