@@ -235,8 +235,11 @@ fn choose_meta(file: &File, len: u64) -> Result<(Meta, usize)> {
     };
     if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
         let e0 = m0.err().unwrap_or_else(|| format!("page size {page_size}"));
+        let e1 = read_meta_at(file, 4096, len)
+            .err()
+            .unwrap_or_else(|| "page size mismatch".into());
         return Err(Error::corrupt(format!(
-            "no valid meta page: meta 0: {e0}; meta 1: not found at any supported page size"
+            "no valid meta page: meta 0: {e0}; meta 1 (probed at every supported page size; at 4096: {e1})"
         )));
     }
     let m1 = read_meta_at(file, page_size, len);
