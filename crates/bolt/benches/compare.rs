@@ -1,1 +1,159 @@
-fn main() {}
+//! Side-by-side benchmark of stowage-bolt and Go bbolt (built from tests/gobolt) on the same
+//! workloads. Run with `cargo bench -p stowage-bolt --bench compare`; set
+//! `BOLT_BENCH_SCALE=0.1` for a quick run. Prints one row per measure and the ratio.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use stowage_bolt::{Db, Error, Options};
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(b"key-");
+    k[8..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn peak_rss() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(-1.0, |kb| kb * 1024.0)
+}
+
+fn bulk(dir: &std::path::Path, n: u64, out: &mut BTreeMap<String, f64>) {
+    let path = dir.join(format!("rust-bulk-{n}.db"));
+    let db = Db::open(&path, Options::default()).unwrap();
+    let val = [0u8; 32];
+    let start = Instant::now();
+    db.update::<_, Error>(|tx| {
+        let mut b = tx.create_bucket(b"b")?;
+        for i in 0..n {
+            b.put(&key(i), &val)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    out.insert(
+        format!("bulk_{n}_ms"),
+        start.elapsed().as_secs_f64() * 1000.0,
+    );
+    out.insert(format!("bulk_{n}_peak_rss_bytes"), peak_rss());
+    drop(db);
+    out.insert(
+        format!("bulk_{n}_file_bytes"),
+        std::fs::metadata(&path).unwrap().len() as f64,
+    );
+}
+
+fn rust_bench(
+    dir: &std::path::Path,
+    singles: u64,
+    gets: u64,
+    b1: u64,
+    b2: u64,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let path = dir.join("rust-bench.db");
+    let db = Db::open(&path, Options::default()).unwrap();
+    let val = [0u8; 100];
+    let start = Instant::now();
+    for i in 0..singles {
+        db.update::<_, Error>(|tx| tx.create_bucket_if_not_exists(b"b")?.put(&key(i), &val))
+            .unwrap();
+    }
+    out.insert(
+        "single_put_tx_per_s".into(),
+        singles as f64 / start.elapsed().as_secs_f64(),
+    );
+    let start = Instant::now();
+    for i in 0..gets {
+        let tx = db.begin_read().unwrap();
+        assert!(tx
+            .bucket(b"b")
+            .unwrap()
+            .unwrap()
+            .get(&key(i % singles))
+            .unwrap()
+            .is_some());
+    }
+    out.insert(
+        "read_tx_one_get_per_s".into(),
+        gets as f64 / start.elapsed().as_secs_f64(),
+    );
+    let start = Instant::now();
+    {
+        let tx = db.begin_read().unwrap();
+        let b = tx.bucket(b"b").unwrap().unwrap();
+        for i in 0..gets {
+            assert!(b.get(&key(i % singles)).unwrap().is_some());
+        }
+    }
+    out.insert(
+        "gets_in_one_tx_per_s".into(),
+        gets as f64 / start.elapsed().as_secs_f64(),
+    );
+    drop(db);
+    out.insert(
+        "single_put_file_bytes".into(),
+        std::fs::metadata(&path).unwrap().len() as f64,
+    );
+    bulk(dir, b1, &mut out);
+    bulk(dir, b2, &mut out);
+    out
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, quickly.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let scale: f64 = std::env::var("BOLT_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 0.01 } else { 1.0 });
+    let n = |x: f64| ((x * scale) as u64).max(10);
+    let (singles, gets, b1, b2) = (n(2000.0), n(200_000.0), n(100_000.0), n(1_000_000.0));
+    let dir = tempfile::tempdir().unwrap();
+    let ours = rust_bench(dir.path(), singles, gets, b1, b2);
+    let mut theirs = BTreeMap::new();
+    if let Some(go) = common::gobolt() {
+        let args: Vec<String> = vec![
+            "bench".into(),
+            dir.path().display().to_string(),
+            singles.to_string(),
+            gets.to_string(),
+            b1.to_string(),
+            b2.to_string(),
+        ];
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let (ok, stdout, stderr) = common::run_go(&go, &args);
+        assert!(ok, "gobolt bench failed: {stderr}");
+        for line in stdout.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 2 {
+                theirs.insert(f[0].to_string(), f[1].parse::<f64>().unwrap_or(f64::NAN));
+            }
+        }
+    }
+    println!(
+        "workload: {singles} fsync'd single-put txs, {gets} gets, bulk {b1} and {b2} puts in one tx"
+    );
+    println!(
+        "{:<32} {:>16} {:>16} {:>8}",
+        "measure", "stowage-bolt", "go bbolt", "ours/go"
+    );
+    for (k, v) in &ours {
+        let g = theirs.get(k).copied().unwrap_or(f64::NAN);
+        println!("{k:<32} {v:>16.1} {g:>16.1} {:>8.2}", v / g);
+    }
+    let r = ours[&format!("bulk_{b2}_ms")] / ours[&format!("bulk_{b1}_ms")];
+    println!(
+        "bulk {b2}/{b1} time ratio (stowage-bolt): {r:.2} (linear: {:.0})",
+        b2 as f64 / b1 as f64
+    );
+    let mem = ours[&format!("bulk_{b2}_peak_rss_bytes")] / ours[&format!("bulk_{b2}_file_bytes")];
+    println!("peak RSS / file size after the {b2}-key commit (stowage-bolt): {mem:.2}");
+}

@@ -334,6 +334,23 @@ impl<'a> PageRef<'a> {
     }
 }
 
+/// Encodes a freelist page holding `ids` into `buf` (whole pages); more than 0xFFFE ids
+/// put the real count in the first slot.
+pub(crate) fn encode_freelist(buf: &mut [u8], id: u64, overflow: u32, ids: &[u64]) {
+    let big = ids.len() >= 0xFFFF;
+    let count = if big { 0xFFFF } else { ids.len() as u16 };
+    write_page_header(buf, id, FREELIST_PAGE, count, overflow);
+    let mut off = PAGE_HEADER;
+    if big {
+        put_u64(buf, off, ids.len() as u64);
+        off += 8;
+    }
+    for &pid in ids {
+        put_u64(buf, off, pid);
+        off += 8;
+    }
+}
+
 /// A bucket value: the header (root page, sequence) and, for an inline bucket, its page.
 pub(crate) struct BucketValue<'a> {
     pub root: u64,
@@ -374,5 +391,67 @@ impl<'a> BucketValue<'a> {
             )));
         }
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_roundtrip_and_checksum() {
+        let m = Meta {
+            page_size: 4096,
+            flags: 0,
+            root: 3,
+            sequence: 9,
+            freelist: 2,
+            pgid: 4,
+            txid: 7,
+        };
+        let mut b = m.encode();
+        assert_eq!(Meta::decode(&b), Ok(m));
+        assert_eq!(u64_at(&b, 56), fnv1a64(&b[..56]));
+        b[20] ^= 1;
+        assert!(Meta::decode(&b).unwrap_err().contains("checksum"));
+    }
+
+    #[test]
+    fn fnv1a64_known_values() {
+        // Reference values of the FNV-1a 64 specification.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn freelist_roundtrip_small_and_large() {
+        for n in [0usize, 1, 100, 0xFFFE, 0xFFFF, 70_000] {
+            let ids: Vec<u64> = (0..n as u64).map(|i| i * 3 + 2).collect();
+            let slots = if n >= 0xFFFF { n + 1 } else { n };
+            let pages = (PAGE_HEADER + 8 * slots) / 4096 + 1;
+            let mut buf = vec![0u8; pages * 4096];
+            encode_freelist(&mut buf, 5, (pages - 1) as u32, &ids);
+            let p = PageRef::parse(&buf, 5).unwrap();
+            assert_eq!(p.overflow(), pages as u64 - 1);
+            assert_eq!(p.count, n.min(0xFFFF));
+            assert_eq!(p.freelist_ids().unwrap(), ids);
+        }
+    }
+
+    #[test]
+    fn element_bounds_are_checked() {
+        let mut buf = vec![0u8; 64];
+        write_page_header(&mut buf, 0, LEAF_PAGE, 1, 0);
+        put_u32(&mut buf, PAGE_HEADER + 4, 16);
+        put_u32(&mut buf, PAGE_HEADER + 8, 1000);
+        let p = PageRef::parse(&buf, 0).unwrap();
+        assert!(p
+            .leaf(0)
+            .unwrap_err()
+            .to_string()
+            .contains("runs past the page"));
+        write_page_header(&mut buf, 0, LEAF_PAGE, 100, 0);
+        assert!(PageRef::parse(&buf, 0).is_err());
     }
 }

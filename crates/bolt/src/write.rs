@@ -8,8 +8,8 @@ use crate::cursor::{name, Bucket, Cursor, Root};
 use crate::db::{mmap_size, Inner, Map, ALLOC_STEP};
 use crate::error::{Error, Result};
 use crate::format::{
-    put_u64, write_page_header, BucketValue, Meta, PageRef, Pages, BUCKET_FLAG, BUCKET_HEADER,
-    FREELIST_PAGE, MAX_DEPTH, MAX_KEY_SIZE, MAX_VALUE_SIZE, NO_FREELIST, PAGE_HEADER,
+    encode_freelist, put_u64, BucketValue, Meta, PageRef, Pages, BUCKET_FLAG, BUCKET_HEADER,
+    MAX_DEPTH, MAX_KEY_SIZE, MAX_VALUE_SIZE, NO_FREELIST, PAGE_HEADER,
 };
 use crate::freelist::Freelist;
 use crate::node::{branch_index, BranchItem, Child, LeafItem, Node};
@@ -895,23 +895,7 @@ impl WriteTx {
             let id = ctx.allocate(n);
             let ids = ctx.freelist.all_ids(&ctx.freed);
             let buf = ctx.page_buf(id, n)?;
-            let big = ids.len() >= 0xFFFF;
-            write_page_header(
-                buf,
-                id,
-                FREELIST_PAGE,
-                if big { 0xFFFF } else { ids.len() as u16 },
-                (n - 1) as u32,
-            );
-            let mut off = PAGE_HEADER;
-            if big {
-                put_u64(buf, off, ids.len() as u64);
-                off += 8;
-            }
-            for pid in ids {
-                put_u64(buf, off, pid);
-                off += 8;
-            }
+            encode_freelist(buf, id, (n - 1) as u32, &ids);
             meta.freelist = id;
         }
         meta.pgid = ctx.next_pgid;

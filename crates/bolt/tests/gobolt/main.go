@@ -227,7 +227,24 @@ func bulk(dir string, n int) {
 	db.Close()
 	st, _ := os.Stat(path)
 	report(fmt.Sprintf("bulk_%d_ms", n), float64(el.Microseconds())/1000, "ms")
+	report(fmt.Sprintf("bulk_%d_peak_rss_bytes", n), float64(peakRSS()), "B")
 	report(fmt.Sprintf("bulk_%d_file_bytes", n), float64(st.Size()), "B")
+}
+
+// peakRSS is VmHWM of this process: the most memory it has held so far.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			f := strings.Fields(l)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n * 1024
+		}
+	}
+	return -1
 }
 
 func cmdBench(dir string, singles, gets, bulk1, bulk2 int) {
