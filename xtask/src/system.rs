@@ -5,8 +5,14 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 /// Debian packages the test suite uses: the real containerd 1.6 and `ctr` for compatibility
-/// tests, Go and bbolt's source for the bolt differential tests.
-pub const TEST_PACKAGES: &[&str] = &["containerd", "golang-go", "golang-github-coreos-bbolt-dev"];
+/// tests; Go with bbolt's and containerd's source for the differential tests that run the Go
+/// implementation next to ours (bolt files, filters, platforms, media types).
+pub const TEST_PACKAGES: &[&str] = &[
+    "containerd",
+    "golang-go",
+    "golang-github-coreos-bbolt-dev",
+    "golang-github-containerd-containerd-dev",
+];
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
