@@ -1,0 +1,19 @@
+//! What containerd's snapshotters share, for `stowage-snapshots-native` and
+//! `stowage-snapshots-overlay`:
+//!
+//! - [`metastore`]: the `metadata.db` record store, byte-compatible with containerd 1.6's
+//!   `snapshots/storage` (so either program can open the other's snapshotter root);
+//! - [`mount`]: mounting and unmounting [`Mount`](stowage_core_types::mount::Mount) lists,
+//!   temporary mounts;
+//! - [`usage`]: disk usage as containerd counts it;
+//! - `testsuite` (feature `testsuite`): the snapshotter conformance suite.
+
+pub mod codec;
+pub mod metastore;
+pub mod mount;
+pub mod usage;
+
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use metastore::{MetaStore, Snapshot};
