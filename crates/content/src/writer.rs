@@ -133,8 +133,10 @@ impl LocalWriter {
         self.updated_at = now;
         fsutil::write_new(&self.paths.reference, self.reference.as_bytes())?;
         let ts = timefmt::format(now);
-        fsutil::write_replace(&self.paths.started_at, ts.as_bytes(), false)?;
-        fsutil::write_replace(&self.paths.updated_at, ts.as_bytes(), false)?;
+        // Synced (containerd writes them O_SYNC) before the data file exists, so an ingest
+        // whose data survives a crash also has readable timestamps and stays resumable.
+        fsutil::write_replace(&self.paths.started_at, ts.as_bytes(), true)?;
+        fsutil::write_replace(&self.paths.updated_at, ts.as_bytes(), true)?;
         if self.total > 0 {
             fsutil::write_new(&self.paths.total, self.total.to_string().as_bytes())?;
         } else {
