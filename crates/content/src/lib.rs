@@ -21,6 +21,10 @@ mod writer;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
+/// The content store's directory under a containerd (or stowage) root: open
+/// `LocalStore::open(root.join(CONTENT_DIR))` to share content with containerd 1.6.
+pub const CONTENT_DIR: &str = "io.containerd.content.v1.content";
+
 pub use labels::{LabelStore, MemoryLabelStore};
 pub use reader::BlobReader;
 pub use store::LocalStore;

@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use stowage_content::LocalStore;
+use stowage_content::{LocalStore, CONTENT_DIR};
 use stowage_core_types::content::{read_blob, IngestManager, Ingester, Manager, WriterOptions};
 use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
 use stowage_digest_identity::digest_of;
 
 const SKIP_ENV: &str = "STOWAGE_SKIP_EXTERNAL";
-const CONTENT_DIR: &str = "io.containerd.content.v1.content";
 
 fn have(program: &str) -> bool {
     std::env::var_os("PATH")
