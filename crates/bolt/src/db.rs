@@ -97,6 +97,9 @@ pub(crate) struct Inner {
     pub opts: Options,
     pub page_size: usize,
     pub shared: Mutex<Shared>,
+    /// Set when a commit failed after it started writing its meta page: the disk may then
+    /// hold a meta this process does not know about, so reusing pages would be unsafe.
+    pub poisoned: std::sync::atomic::AtomicBool,
     writer: Mutex<bool>,
     writer_cv: Condvar,
 }
@@ -414,6 +417,7 @@ impl Db {
                 opts,
                 page_size,
                 shared: Mutex::new(shared),
+                poisoned: std::sync::atomic::AtomicBool::new(false),
                 writer: Mutex::new(false),
                 writer_cv: Condvar::new(),
             }),
@@ -456,6 +460,13 @@ impl Db {
     pub fn begin_write(&self) -> Result<WriteTx> {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly);
+        }
+        if self
+            .inner
+            .poisoned
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::Poisoned);
         }
         {
             let mut w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());

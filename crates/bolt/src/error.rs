@@ -35,6 +35,10 @@ pub enum Error {
     /// A write was attempted on a database opened read-only.
     #[error("database is opened read-only")]
     ReadOnly,
+    /// An earlier commit failed while writing or syncing its meta page; the file may hold
+    /// that commit or not, so this handle refuses further writes. Reopen the database.
+    #[error("an earlier commit failed while writing its meta page; reopen the database to continue writing")]
+    Poisoned,
     /// The named bucket does not exist.
     #[error("bucket not found: {0}")]
     BucketNotFound(String),

@@ -928,11 +928,17 @@ impl WriteTx {
             None
         };
         let page = meta.page(ps);
-        inner
+        let written = inner
             .file
             .write_all_at(&page, (txid % 2) * ps as u64)
-            .map_err(|e| Error::io("write meta page", e))?;
-        inner.sync()?;
+            .map_err(|e| Error::io("write meta page", e))
+            .and_then(|()| inner.sync());
+        if let Err(e) = written {
+            inner
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
 
         let mut freelist = std::mem::take(&mut ctx.freelist);
         let freed = std::mem::take(&mut ctx.freed);

@@ -610,3 +610,38 @@ fn garbage_file_is_an_error() {
     let err = Db::open(&path, nosync()).unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Db>();
+    send_sync::<stowage_bolt::ReadTx>();
+    send::<stowage_bolt::WriteTx>();
+}
+
+#[test]
+fn a_write_tx_on_another_thread_blocks_the_next_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("w.db"));
+    let tx = db.begin_write().unwrap();
+    let db2 = db.clone();
+    let (s, r) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let mut tx = db2.begin_write().unwrap();
+        s.send(()).unwrap();
+        tx.create_bucket(b"second").unwrap();
+        tx.commit().unwrap();
+    });
+    assert!(
+        r.recv_timeout(Duration::from_millis(200)).is_err(),
+        "second writer did not wait"
+    );
+    let mut tx = tx;
+    tx.create_bucket(b"first").unwrap();
+    tx.commit().unwrap();
+    r.recv_timeout(Duration::from_secs(10)).unwrap();
+    h.join().unwrap();
+    let rt = db.begin_read().unwrap();
+    assert!(rt.bucket(b"first").unwrap().is_some() && rt.bucket(b"second").unwrap().is_some());
+}
