@@ -926,7 +926,7 @@ pub fn concurrent_commit_same_content(store: &dyn Store) {
 
 /// A blob of tens of MiB streamed in and out without ever being held in memory whole.
 pub fn large_blob_streamed(store: &dyn Store) {
-    const SIZE: u64 = 48 << 20;
+    const SIZE: u64 = 32 << 20;
     let (d, n) = digest_stream(GenReader::new(140, SIZE));
     assert_eq!(n, SIZE);
     let dsc = stowage_core_types::Descriptor::new("application/octet-stream", d.clone(), SIZE);
@@ -949,7 +949,7 @@ pub fn large_blob_streamed(store: &dyn Store) {
     // A read in the middle matches the generator there.
     let mut expect = vec![0u8; 4096];
     let mut g = GenReader::new(140, SIZE);
-    let skip = 30u64 << 20;
+    let skip = 20u64 << 20;
     io::copy(&mut io::Read::take(&mut g, skip), &mut io::sink()).expect("skip");
     io::Read::read_exact(&mut g, &mut expect).expect("gen");
     let mut buf = vec![0u8; 4096];
