@@ -821,10 +821,13 @@ fn special_files(c: &mut Ctx<'_>) {
             0
         );
     };
+    // Writing to one name of a lower hardlink copies only that name up in overlayfs (with
+    // index=off, as containerd mounts it), so the child leaves the links alone and checks
+    // they survive untouched.
     let l2 = |p: &Path| {
         let mut f = fs::OpenOptions::new()
             .append(true)
-            .open(p.join("linked"))
+            .open(p.join("setgid"))
             .unwrap();
         f.write_all(b" and more").unwrap();
         write(p, "new", b"n", 0o600);

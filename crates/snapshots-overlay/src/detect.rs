@@ -1,0 +1,62 @@
+//! What the kernel needs in overlay options, found once at start as containerd does.
+
+use std::path::Path;
+
+/// True when the overlay module has the `index` feature: mounts then carry `index=off`, so a
+/// lower layer can be shared by several overlay mounts.
+pub fn supports_index() -> bool {
+    Path::new("/sys/module/overlay/parameters/index").exists()
+}
+
+/// True when this process runs in a user namespace that maps less than the whole id range.
+fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
+}
+
+fn on_tmpfs(d: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we pass; `c` is NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+    }
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(rel) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut it = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+/// Whether overlay needs `userxattr`: only inside a user namespace (where `trusted.*` xattrs
+/// are out of reach), not on tmpfs, and on kernels from 5.11, the rules containerd 1.6
+/// applies. Older kernels inside a user namespace do not know the option.
+pub fn needs_userxattr(root: &Path) -> bool {
+    in_user_namespace() && !on_tmpfs(root) && kernel_at_least(5, 11)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_version_compares_numerically() {
+        // The running kernel is at least 2.6 and not 999.0.
+        assert!(kernel_at_least(2, 6));
+        assert!(!kernel_at_least(999, 0));
+    }
+}
