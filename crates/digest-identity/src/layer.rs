@@ -32,6 +32,16 @@ impl fmt::Display for Compression {
     }
 }
 
+impl From<Compression> for stowage_core_types::mediatype::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Uncompressed => Self::None,
+            Compression::Gzip => Self::Gzip,
+            Compression::Zstd => Self::Zstd,
+        }
+    }
+}
+
 const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 // Skippable zstd frames use magic numbers 0x184D2A50..=0x184D2A5F (little endian).
@@ -175,6 +185,22 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn converts_to_the_media_type_compression() {
+        use stowage_core_types::mediatype::Compression as Mt;
+        assert_eq!(Mt::from(Compression::Uncompressed), Mt::None);
+        assert_eq!(Mt::from(Compression::Gzip), Mt::Gzip);
+        assert_eq!(Mt::from(Compression::Zstd), Mt::Zstd);
+        // Same words in messages either way.
+        for c in [
+            Compression::Uncompressed,
+            Compression::Gzip,
+            Compression::Zstd,
+        ] {
+            assert_eq!(c.to_string(), Mt::from(c).to_string());
+        }
     }
 
     #[test]
