@@ -287,7 +287,14 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         self.ms.update(|tx| {
-            let (id, _, _) = metastore::get_info(tx, key)?;
+            let (id, info, _) = metastore::get_info(tx, key)?;
+            // Checked before measuring: a view may have no directory of its own.
+            if info.kind != Kind::Active {
+                return Err(Error::failed_precondition(format!(
+                    "commit snapshot: {key:?} is {}, expected active",
+                    info.kind
+                )));
+            }
             let usage = disk_usage(&self.upper_path(&id))?;
             metastore::commit_active(tx, key, name, usage, labels)
                 .map_err(|e| e.context("commit snapshot"))?;

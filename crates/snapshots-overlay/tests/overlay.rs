@@ -180,3 +180,25 @@ fn stacks_beyond_a_page_of_options_mount() {
         Path::new(env!("CARGO_MANIFEST_DIR"))
     );
 }
+
+#[test]
+fn child_usage_counts_only_its_own_changes() {
+    if !require_root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let sn = OverlaySnapshotter::new(d.path().join("overlay")).unwrap();
+    let m = sn.prepare("base-a", "", Labels::new()).unwrap();
+    let tm = TempMount::new_in(d.path(), &m).unwrap();
+    fs::write(tm.path().join("big"), vec![1u8; 1 << 20]).unwrap();
+    tm.unmount().unwrap();
+    sn.commit("base", "base-a", Labels::new()).unwrap();
+    let base = sn.usage("base").unwrap();
+    let m = sn.prepare("child", "base", Labels::new()).unwrap();
+    let tm = TempMount::new_in(d.path(), &m).unwrap();
+    fs::write(tm.path().join("small"), b"small").unwrap();
+    tm.unmount().unwrap();
+    let child = sn.usage("child").unwrap();
+    assert_eq!(child.inodes, 2, "the upper root and one file: {child:?}");
+    assert!(child.size < base.size / 8, "{child:?} vs {base:?}");
+}
