@@ -228,7 +228,7 @@ impl Manager for ContentStore {
             bb.delete_bucket(d.as_bytes()).b()?;
             self.unlease(tx, CONTENT, d.as_bytes())
         })?;
-        self.db.mark_dirty();
+        self.db.mark_content_dirty();
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! Opening meta.db: file location, lock timeout, schema version and migrations.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use stowage_bolt::{ReadTx, WriteTx};
@@ -75,6 +76,15 @@ pub(crate) struct Inner {
     pub(crate) snapshot_locks: BTreeMap<String, RwLock<()>>,
     /// Deletions since the last collection (containerd's `dirty` counter).
     pub(crate) dirty: AtomicU64,
+    /// Backends with records removed since their last cleanup.
+    pub(crate) dirty_backends: Mutex<DirtyBackends>,
+}
+
+/// Which backends the next collection must clean.
+#[derive(Debug, Default)]
+pub(crate) struct DirtyBackends {
+    pub(crate) content: bool,
+    pub(crate) snapshotters: BTreeSet<String>,
 }
 
 /// containerd's metadata database: the `v1` schema on a bolt file, shared by every store.
@@ -142,6 +152,7 @@ impl Db {
                 content_lock: RwLock::new(()),
                 snapshot_locks,
                 dirty: AtomicU64::new(0),
+                dirty_backends: Mutex::new(DirtyBackends::default()),
             }),
         })
     }
@@ -173,6 +184,25 @@ impl Db {
 
     pub(crate) fn mark_dirty(&self) {
         self.inner.dirty.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn mark_content_dirty(&self) {
+        self.mark_dirty();
+        self.inner
+            .dirty_backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .content = true;
+    }
+
+    pub(crate) fn mark_snapshotter_dirty(&self, name: &str) {
+        self.mark_dirty();
+        self.inner
+            .dirty_backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshotters
+            .insert(name.to_string());
     }
 
     pub(crate) fn read(&self) -> Result<ReadTx> {

@@ -11,6 +11,7 @@ mod containers;
 mod content;
 mod db;
 mod encoding;
+mod gc;
 mod images;
 mod leases;
 mod namespaces;
@@ -23,6 +24,9 @@ pub use db::{db_path, Db, Options, DB_FILE, PLUGIN_DIR};
 pub use encoding::{
     decode_time, decode_uvarint, decode_varint, encode_time, encode_uvarint, encode_varint, Any,
     SPEC_TYPE_URL,
+};
+pub use gc::{
+    GcStats, Node, ResourceKind, LABEL_GC_REF_CONTENT, LABEL_GC_REF_SNAPSHOT, LABEL_GC_ROOT,
 };
 pub use images::{Image, Images};
 pub use leases::{

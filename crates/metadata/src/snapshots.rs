@@ -485,7 +485,7 @@ impl Snapshotter for NamespacedSnapshotter {
             sb.delete_bucket(key.as_bytes()).b()?;
             self.remove_lease(tx, key)
         })?;
-        self.db.mark_dirty();
+        self.db.mark_snapshotter_dirty(&self.name);
         Ok(())
     }
 

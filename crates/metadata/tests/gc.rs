@@ -1,0 +1,365 @@
+//! Garbage collection over real stores: a table of reachability cases, and backend reclaim.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use stowage_content::LocalStore;
+use stowage_core_types::content::{write_blob, IngestManager, Ingester, Manager, WriterOptions};
+use stowage_core_types::snapshot::Snapshotter;
+use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
+use stowage_digest_identity::Digester;
+use stowage_metadata::{
+    encode_time, format_rfc3339, Any, Container, Db, Image, Node, Options, Resource, ResourceKind,
+    SPEC_TYPE_URL,
+};
+use stowage_snapshots_overlay::OverlaySnapshotter;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    db: Db,
+    backend: Arc<LocalStore>,
+    overlay: Option<Arc<OverlaySnapshotter>>,
+}
+
+fn env(with_overlay: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let backend =
+        Arc::new(LocalStore::open(dir.path().join("io.containerd.content.v1.content")).unwrap());
+    let overlay = with_overlay.then(|| {
+        Arc::new(
+            OverlaySnapshotter::new(dir.path().join("io.containerd.snapshotter.v1.overlayfs"))
+                .unwrap(),
+        )
+    });
+    let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
+    if let Some(o) = &overlay {
+        snapshotters.insert("overlayfs".into(), o.clone());
+    }
+    let db = Db::open(
+        dir.path(),
+        Options {
+            content: Some(backend.clone()),
+            snapshotters,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    Env {
+        _dir: dir,
+        db,
+        backend,
+        overlay,
+    }
+}
+
+fn labels(kv: &[(&str, &str)]) -> Labels {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn blob(e: &Env, ns: &str, data: &str, l: Labels) -> Digest {
+    let mut h = Digester::sha256();
+    h.update(data.as_bytes());
+    let d = h.finish();
+    let desc = Descriptor::new("application/octet-stream", d.clone(), data.len() as u64);
+    let cs = e.db.content_store(ns, None).unwrap();
+    write_blob(&cs, &format!("w-{data}"), &mut data.as_bytes(), &desc, l).unwrap();
+    d
+}
+
+fn blobs_in(e: &Env, ns: &str) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    e.db.content_store(ns, None)
+        .unwrap()
+        .walk(
+            &mut |i| {
+                out.insert(i.digest);
+                Ok(())
+            },
+            &[],
+        )
+        .unwrap();
+    out
+}
+
+fn set(ds: &[&Digest]) -> BTreeSet<Digest> {
+    ds.iter().map(|d| (*d).clone()).collect()
+}
+
+#[test]
+fn content_edges_suffix_rule_roots_and_backend_reclaim() {
+    let e = env(false);
+    let config = blob(&e, "ns", "config", Labels::new());
+    let layer = blob(&e, "ns", "layer", Labels::new());
+    let slash = blob(&e, "ns", "slash", Labels::new());
+    let exact = blob(&e, "ns", "exact", Labels::new());
+    let lookalike = blob(&e, "ns", "lookalike", Labels::new());
+    let manifest = blob(
+        &e,
+        "ns",
+        "manifest",
+        labels(&[
+            ("containerd.io/gc.ref.content.config", config.as_str()),
+            ("containerd.io/gc.ref.content.l.0", layer.as_str()),
+            ("containerd.io/gc.ref.content/m", slash.as_str()),
+            ("containerd.io/gc.ref.content", exact.as_str()),
+            ("containerd.io/gc.ref.contentX", lookalike.as_str()),
+        ]),
+    );
+    // An empty label value is never stored, so this one is not a root.
+    let not_rooted = blob(&e, "ns", "rooted", labels(&[("containerd.io/gc.root", "")]));
+    let rooted2 = blob(
+        &e,
+        "ns",
+        "rooted2",
+        labels(&[("containerd.io/gc.root", "x")]),
+    );
+    let orphan = blob(&e, "ns", "orphan", Labels::new());
+    // The same orphan bytes recorded in another namespace keep the backend blob.
+    let shared = blob(&e, "ns", "shared", Labels::new());
+    blob(
+        &e,
+        "other",
+        "shared",
+        labels(&[("containerd.io/gc.root", "1")]),
+    );
+    e.db.images("ns")
+        .unwrap()
+        .create(Image::new(
+            "img",
+            Descriptor::new(
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.clone(),
+                8,
+            ),
+        ))
+        .unwrap();
+
+    let stats = e.db.collect().unwrap();
+    let kept = blobs_in(&e, "ns");
+    assert_eq!(
+        kept,
+        set(&[&config, &layer, &slash, &exact, &manifest, &rooted2])
+    );
+    let removed: BTreeSet<String> = stats
+        .removed
+        .iter()
+        .filter(|n| n.kind == ResourceKind::Content && n.namespace == "ns")
+        .map(|n| n.key.clone())
+        .collect();
+    let want: BTreeSet<String> = [&lookalike, &orphan, &shared, &not_rooted]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(removed, want);
+    // The backend lost exactly the blobs no namespace records.
+    assert_eq!(
+        stats
+            .content_deleted
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        set(&[&lookalike, &orphan, &not_rooted])
+    );
+    assert_eq!(
+        e.backend.info(&orphan).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(e.backend.info(&shared).is_ok());
+    assert!(e.backend.info(&config).is_ok());
+
+    // Deleting the image frees its tree at the next collection.
+    e.db.images("ns").unwrap().delete("img").unwrap();
+    e.db.collect().unwrap();
+    assert_eq!(blobs_in(&e, "ns"), set(&[&rooted2]));
+    assert_eq!(
+        e.backend.info(&manifest).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn leases_live_expired_invalid_and_flat() {
+    let e = env(false);
+    let ls = e.db.leases("ns").unwrap();
+    let child = blob(&e, "ns", "child", Labels::new());
+    let parent = blob(
+        &e,
+        "ns",
+        "parent",
+        labels(&[("containerd.io/gc.ref.content.0", child.as_str())]),
+    );
+    let in_expired = blob(&e, "ns", "in-expired", Labels::new());
+    let in_invalid = blob(&e, "ns", "in-invalid", Labels::new());
+    let flat_child = blob(&e, "ns", "flat-child", Labels::new());
+    let flat_parent = blob(
+        &e,
+        "ns",
+        "flat-parent",
+        labels(&[("containerd.io/gc.ref.content.0", flat_child.as_str())]),
+    );
+    let future = format_rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let past = format_rfc3339(SystemTime::now() - Duration::from_secs(3600));
+    ls.create("live", &labels(&[("containerd.io/gc.expire", &future)]))
+        .unwrap();
+    ls.add_resource("live", &Resource::content(&parent))
+        .unwrap();
+    ls.create("expired", &labels(&[("containerd.io/gc.expire", &past)]))
+        .unwrap();
+    ls.add_resource("expired", &Resource::content(&in_expired))
+        .unwrap();
+    ls.create(
+        "invalid",
+        &labels(&[("containerd.io/gc.expire", "tomorrow")]),
+    )
+    .unwrap();
+    ls.add_resource("invalid", &Resource::content(&in_invalid))
+        .unwrap();
+    ls.create("flat", &labels(&[("containerd.io/gc.flat", "1")]))
+        .unwrap();
+    ls.add_resource("flat", &Resource::content(&flat_parent))
+        .unwrap();
+
+    let stats = e.db.collect().unwrap();
+    assert_eq!(
+        blobs_in(&e, "ns"),
+        set(&[&child, &parent, &in_invalid, &flat_parent])
+    );
+    let ids: Vec<String> = ls.list(&[]).unwrap().into_iter().map(|l| l.id).collect();
+    assert_eq!(ids, ["flat", "invalid", "live"]);
+    assert!(stats.removed.contains(&Node {
+        kind: ResourceKind::Lease,
+        namespace: "ns".into(),
+        key: "expired".into()
+    }));
+}
+
+#[test]
+fn ingests_expiry_expected_and_backend_abort() {
+    let e = env(false);
+    let cs = e.db.content_store("ns", None).unwrap();
+    // A backend ingest with an unexpired record, and one whose record we age.
+    let mut w = cs.writer(WriterOptions::with_ref("fresh")).unwrap();
+    std::io::Write::write_all(&mut w, b"abc").unwrap();
+    drop(w);
+    let mut w = cs.writer(WriterOptions::with_ref("stale")).unwrap();
+    std::io::Write::write_all(&mut w, b"def").unwrap();
+    drop(w);
+    // A shared ingest: its expected digest is kept through the ingest.
+    let exp = blob(&e, "other", "expected", Labels::new());
+    let desc = Descriptor::new("application/octet-stream", exp.clone(), 8);
+    let _shared = cs
+        .writer(WriterOptions::with_ref("shared").expect(desc))
+        .unwrap();
+    e.db.content_store("other", None)
+        .unwrap()
+        .delete(&exp)
+        .unwrap();
+    {
+        let mut tx = e.db.bolt().begin_write().unwrap();
+        let v1 = tx.bucket_mut(b"v1").unwrap().unwrap();
+        let ns = v1.into_bucket_mut(b"ns").unwrap().unwrap();
+        let c = ns.into_bucket_mut(b"content").unwrap().unwrap();
+        let i = c.into_bucket_mut(b"ingests").unwrap().unwrap();
+        let mut s = i.into_bucket_mut(b"stale").unwrap().unwrap();
+        s.put(
+            b"expireat",
+            &encode_time(SystemTime::now() - Duration::from_secs(1)),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let stats = e.db.collect().unwrap();
+    let refs: Vec<String> = cs
+        .list_statuses(&[])
+        .unwrap()
+        .into_iter()
+        .map(|s| s.reference)
+        .collect();
+    assert_eq!(refs, ["fresh"]);
+    assert_eq!(cs.status("stale").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(stats.ingests_aborted, ["ns/1/stale"]);
+    assert!(e.backend.info(&exp).is_ok(), "kept by the shared ingest");
+}
+
+#[test]
+fn snapshots_containers_chains_and_backend_removal() {
+    if !stowage_snapshots_storage::testsuite::require_root() {
+        return;
+    }
+    let e = env(true);
+    let sn = e.db.snapshotter("overlayfs", "ns", None).unwrap();
+    sn.prepare("a", "", Labels::new()).unwrap();
+    sn.commit("base", "a", Labels::new()).unwrap();
+    sn.prepare("b", "base", Labels::new()).unwrap();
+    sn.commit("mid", "b", Labels::new()).unwrap();
+    sn.prepare("rootfs", "mid", Labels::new()).unwrap();
+    sn.prepare("c", "", Labels::new()).unwrap();
+    sn.commit("unused", "c", Labels::new()).unwrap();
+    sn.prepare("d", "", Labels::new()).unwrap();
+    sn.commit("by-label", "d", Labels::new()).unwrap();
+    sn.prepare("f", "", Labels::new()).unwrap();
+    sn.commit("kept-root", "f", labels(&[("containerd.io/gc.root", "1")]))
+        .unwrap();
+    let cfg = blob(
+        &e,
+        "ns",
+        "config",
+        labels(&[("containerd.io/gc.ref.snapshot.overlayfs/x", "by-label")]),
+    );
+    let mut c = Container::new(
+        "ctr",
+        "io.containerd.runc.v2",
+        Any::new(SPEC_TYPE_URL, b"{}".to_vec()),
+    );
+    c.snapshotter = "overlayfs".into();
+    c.snapshot_key = "rootfs".into();
+    c.labels = labels(&[("containerd.io/gc.ref.content", cfg.as_str())]);
+    e.db.containers("ns").unwrap().create(c).unwrap();
+
+    let stats = e.db.collect().unwrap();
+    let mut keys = Vec::new();
+    sn.walk(
+        &mut |i| {
+            keys.push(i.name);
+            Ok(())
+        },
+        &[],
+    )
+    .unwrap();
+    keys.sort();
+    assert_eq!(keys, ["base", "by-label", "kept-root", "mid", "rootfs"]);
+    assert_eq!(stats.snapshots_removed["overlayfs"], ["ns/7/unused"]);
+    let overlay = e.overlay.as_ref().unwrap();
+    assert_eq!(
+        overlay.stat("ns/7/unused").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Dropping the container frees the chain and its label-referenced content.
+    e.db.containers("ns").unwrap().delete("ctr").unwrap();
+    e.db.collect().unwrap();
+    let mut keys = Vec::new();
+    sn.walk(
+        &mut |i| {
+            keys.push(i.name);
+            Ok(())
+        },
+        &[],
+    )
+    .unwrap();
+    assert_eq!(keys, ["kept-root"]);
+    assert!(blobs_in(&e, "ns").is_empty());
+    let mut backend_keys = Vec::new();
+    overlay
+        .walk(
+            &mut |i| {
+                backend_keys.push(i.name);
+                Ok(())
+            },
+            &[],
+        )
+        .unwrap();
+    assert_eq!(backend_keys, ["ns/11/kept-root"]);
+}
