@@ -305,3 +305,10 @@ fn prepare_copies_the_parent_and_mounts_like_containerd() {
     names.sort();
     assert_eq!(names, ["1", "3"]);
 }
+
+#[test]
+fn containerds_go_native_snapshotter_agrees_both_ways() {
+    stowage_snapshots_storage::testsuite::gocheck::check_both_directions("native", &|root| {
+        Ok(Box::new(NativeSnapshotter::new(root)?) as Box<dyn Snapshotter>)
+    });
+}

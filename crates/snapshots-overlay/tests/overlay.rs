@@ -202,3 +202,10 @@ fn child_usage_counts_only_its_own_changes() {
     assert_eq!(child.inodes, 2, "the upper root and one file: {child:?}");
     assert!(child.size < base.size / 8, "{child:?} vs {base:?}");
 }
+
+#[test]
+fn containerds_go_overlay_snapshotter_agrees_both_ways() {
+    stowage_snapshots_storage::testsuite::gocheck::check_both_directions("overlayfs", &|root| {
+        Ok(Box::new(OverlaySnapshotter::new(root)?) as Box<dyn Snapshotter>)
+    });
+}

@@ -22,6 +22,8 @@ use stowage_core_types::{ErrorKind, Labels, Result};
 
 use crate::mount::{unmount_all, TempMount};
 
+pub mod gocheck;
+
 /// Builds a fresh snapshotter on a root directory (the same root again reopens it).
 pub type Factory<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Snapshotter>>;
 
