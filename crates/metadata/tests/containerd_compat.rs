@@ -1,0 +1,540 @@
+//! Compatibility with the real containerd 1.6: a root written by containerd reads the same in
+//! stowage, and a root written by stowage reads the same in containerd.
+//!
+//! Needs root (overlay mounts), `containerd` and `ctr`; fails saying what is missing unless
+//! `STOWAGE_SKIP_EXTERNAL=1`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stowage_content::LocalStore;
+use stowage_core_types::content::{write_blob, Manager};
+use stowage_core_types::snapshot::{Info as SnapInfo, Kind, Snapshotter};
+use stowage_core_types::{Descriptor, Digest, Labels};
+use stowage_metadata::{format_rfc3339, Any, Container, Db, Image, Options, SPEC_TYPE_URL};
+use stowage_snapshots_overlay::OverlaySnapshotter;
+use stowage_tests::containerd::{require, Containerd};
+use stowage_tests::fixtures;
+
+const CONTENT_DIR: &str = "io.containerd.content.v1.content";
+const OVERLAY_DIR: &str = "io.containerd.snapshotter.v1.overlayfs";
+
+fn externals() -> bool {
+    require(&["containerd", "ctr"], "apt-get install containerd")
+        && stowage_snapshots_storage::testsuite::require_root()
+}
+
+fn open_stowage(root: &Path) -> (Db, Arc<LocalStore>, Arc<OverlaySnapshotter>) {
+    let content = Arc::new(LocalStore::open(root.join(CONTENT_DIR)).unwrap());
+    let overlay = Arc::new(OverlaySnapshotter::new(root.join(OVERLAY_DIR)).unwrap());
+    let db = Db::open(
+        root,
+        Options {
+            content: Some(content.clone()),
+            snapshotters: BTreeMap::from([(
+                "overlayfs".to_string(),
+                overlay.clone() as Arc<dyn Snapshotter>,
+            )]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (db, content, overlay)
+}
+
+/// Rows of a ctr table (header skipped), split on runs of spaces or tabs.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+fn parse_labels(s: Option<&String>) -> Labels {
+    let mut out = Labels::new();
+    // ctr prints `-` for no labels.
+    if let Some(s) = s.filter(|s| s.as_str() != "-") {
+        for kv in s.split(',').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            out.insert(k.to_string(), v.to_string());
+        }
+    }
+    out
+}
+
+fn labels(kv: &[(&str, &str)]) -> Labels {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn secs(t: SystemTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(t.duration_since(UNIX_EPOCH).unwrap().as_secs())
+}
+
+/// Everything ctr shows about a root, as comparable values.
+#[derive(Debug, PartialEq, Eq)]
+struct View {
+    namespaces: BTreeMap<String, Labels>,
+    /// ns → image name → (media type, digest, labels)
+    images: BTreeMap<String, BTreeMap<String, (String, String, Labels)>>,
+    /// ns → digest → labels
+    content: BTreeMap<String, BTreeMap<String, Labels>>,
+    /// ns → lease id → (created at, seconds, RFC 3339; labels)
+    leases: BTreeMap<String, BTreeMap<String, (String, Labels)>>,
+    /// ns → container id → (image, runtime, snapshotter, key, labels, created, updated, spec type)
+    containers: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// ns → key → (parent, kind)
+    snapshots: BTreeMap<String, BTreeMap<String, (String, String)>>,
+}
+
+fn ctr_view(c: &Containerd) -> View {
+    let run = |args: &[&str]| c.ctr(args).unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    let mut v = View {
+        namespaces: BTreeMap::new(),
+        images: BTreeMap::new(),
+        content: BTreeMap::new(),
+        leases: BTreeMap::new(),
+        containers: BTreeMap::new(),
+        snapshots: BTreeMap::new(),
+    };
+    for r in rows(&run(&["namespaces", "ls"])) {
+        v.namespaces.insert(r[0].clone(), parse_labels(r.get(1)));
+    }
+    let namespaces: Vec<String> = v.namespaces.keys().cloned().collect();
+    for ns in &namespaces {
+        let n = ns.as_str();
+        let imgs = rows(&run(&["-n", n, "images", "ls"]))
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].clone(),
+                    (r[1].clone(), r[2].clone(), parse_labels(r.get(6))),
+                )
+            })
+            .collect();
+        v.images.insert(ns.clone(), imgs);
+        let content = run(&["-n", n, "content", "ls"])
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let cols: Vec<String> = l
+                    .split('\t')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                (cols[0].clone(), parse_labels(cols.get(3)))
+            })
+            .collect();
+        v.content.insert(ns.clone(), content);
+        let leases = rows(&run(&["-n", n, "leases", "ls"]))
+            .into_iter()
+            .map(|r| (r[0].clone(), (r[1].clone(), parse_labels(r.get(2)))))
+            .collect();
+        v.leases.insert(ns.clone(), leases);
+        let mut cs = BTreeMap::new();
+        for r in rows(&run(&["-n", n, "containers", "ls"])) {
+            let info: serde_json::Value =
+                serde_json::from_str(&run(&["-n", n, "containers", "info", &r[0]])).unwrap();
+            let s = |p: &str| {
+                info.pointer(p)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let labels = info["Labels"].as_object().map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            cs.insert(
+                r[0].clone(),
+                vec![
+                    s("/Image"),
+                    s("/Runtime/Name"),
+                    s("/Snapshotter"),
+                    s("/SnapshotKey"),
+                    labels.unwrap_or_default(),
+                    s("/CreatedAt"),
+                    s("/UpdatedAt"),
+                    s("/Runtime/Options/type_url"),
+                    info["Spec"]["ociVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ],
+            );
+        }
+        v.containers.insert(ns.clone(), cs);
+        let snaps = rows(&run(&[
+            "-n",
+            n,
+            "snapshots",
+            "--snapshotter",
+            "overlayfs",
+            "ls",
+        ]))
+        .into_iter()
+        .map(|r| {
+            if r.len() == 3 {
+                (r[0].clone(), (r[1].clone(), r[2].clone()))
+            } else {
+                (r[0].clone(), (String::new(), r[1].clone()))
+            }
+        })
+        .collect();
+        v.snapshots.insert(ns.clone(), snaps);
+    }
+    v
+}
+
+fn kind_name(k: Kind) -> String {
+    match k {
+        Kind::Active => "Active",
+        Kind::View => "View",
+        Kind::Committed => "Committed",
+        Kind::Unknown => "Unknown",
+    }
+    .to_string()
+}
+
+fn stowage_view(db: &Db) -> View {
+    let mut v = View {
+        namespaces: BTreeMap::new(),
+        images: BTreeMap::new(),
+        content: BTreeMap::new(),
+        leases: BTreeMap::new(),
+        containers: BTreeMap::new(),
+        snapshots: BTreeMap::new(),
+    };
+    for ns in db.list_namespaces().unwrap() {
+        v.namespaces
+            .insert(ns.clone(), db.namespace_labels(&ns).unwrap());
+        let imgs = db
+            .images(&ns)
+            .unwrap()
+            .list(&[])
+            .unwrap()
+            .into_iter()
+            .map(|i| {
+                (
+                    i.name,
+                    (i.target.media_type, i.target.digest.to_string(), i.labels),
+                )
+            })
+            .collect();
+        v.images.insert(ns.clone(), imgs);
+        let mut content = BTreeMap::new();
+        db.content_store(&ns, None)
+            .unwrap()
+            .walk(
+                &mut |i| {
+                    content.insert(i.digest.to_string(), i.labels);
+                    Ok(())
+                },
+                &[],
+            )
+            .unwrap();
+        v.content.insert(ns.clone(), content);
+        let leases = db
+            .leases(&ns)
+            .unwrap()
+            .list(&[])
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.id, (format_rfc3339(secs(l.created_at)), l.labels)))
+            .collect();
+        v.leases.insert(ns.clone(), leases);
+        let cs = db
+            .containers(&ns)
+            .unwrap()
+            .list(&[])
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                let spec: serde_json::Value = c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| serde_json::from_slice(&s.value).ok())
+                    .unwrap_or_default();
+                (
+                    c.id.clone(),
+                    vec![
+                        c.image.clone(),
+                        c.runtime.name.clone(),
+                        c.snapshotter.clone(),
+                        c.snapshot_key.clone(),
+                        c.labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        format_rfc3339(c.created_at),
+                        format_rfc3339(c.updated_at),
+                        c.runtime
+                            .options
+                            .as_ref()
+                            .map(|o| o.type_url.clone())
+                            .unwrap_or_default(),
+                        spec["ociVersion"].as_str().unwrap_or("").to_string(),
+                    ],
+                )
+            })
+            .collect();
+        v.containers.insert(ns.clone(), cs);
+        let mut snaps = BTreeMap::new();
+        db.snapshotter("overlayfs", &ns, None)
+            .unwrap()
+            .walk(
+                &mut |i: SnapInfo| {
+                    snaps.insert(i.name, (i.parent, kind_name(i.kind)));
+                    Ok(())
+                },
+                &[],
+            )
+            .unwrap();
+        v.snapshots.insert(ns.clone(), snaps);
+    }
+    v
+}
+
+#[test]
+fn containerd_root_reads_the_same_in_stowage() {
+    if !externals() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let images = fixtures::generate(&work.path().join("fixtures"), true).unwrap();
+    let archive = |name: &str| {
+        images
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap()
+            .archive
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let root = work.path().join("root");
+    let started = SystemTime::now();
+    let c = Containerd::start(&root, work.path()).unwrap();
+    let run = |args: &[&str]| c.ctr(args).unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    run(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "overlayfs",
+        &archive("base"),
+    ]);
+    run(&["namespaces", "create", "team", "a=b", "c=d"]);
+    run(&[
+        "-n",
+        "team",
+        "images",
+        "import",
+        "--snapshotter",
+        "overlayfs",
+        &archive("docker"),
+    ]);
+    run(&[
+        "-n",
+        "team",
+        "images",
+        "import",
+        "--snapshotter",
+        "overlayfs",
+        &archive("compressions"),
+    ]);
+    let base = "stowage.test/fixtures/base:latest";
+    run(&["images", "label", base, "foo=bar"]);
+    run(&["leases", "create", "--id", "L1", "x=y"]);
+    run(&[
+        "-n", "team", "leases", "create", "--id", "L2", "-x", "0", "z=w",
+    ]);
+    run(&["containers", "create", "--label", "role=test", base, "ctr1"]);
+    // containerd collects garbage in the background after an import's lease goes: wait until
+    // two looks agree, so transient objects do not end up in the comparison.
+    let mut want = ctr_view(&c);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let again = ctr_view(&c);
+        if again == want {
+            break;
+        }
+        want = again;
+    }
+    // While containerd runs it holds meta.db's lock: opening fails fast, naming the lock.
+    let t = std::time::Instant::now();
+    let err = Db::open(&root, Options::default()).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        err.kind(),
+        stowage_core_types::ErrorKind::Unavailable,
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
+    c.stop().unwrap();
+    let stopped = SystemTime::now();
+
+    let (db, content, overlay) = open_stowage(&root);
+    let got = stowage_view(&db);
+    assert_eq!(got, want);
+    // Sanity of what was compared: the fixtures really are there.
+    assert_eq!(want.namespaces["team"], labels(&[("a", "b"), ("c", "d")]));
+    assert_eq!(want.images["team"].len(), 2);
+    assert_eq!(want.containers["default"]["ctr1"][3], "ctr1");
+    assert!(want.snapshots["default"].contains_key("ctr1"));
+
+    // Image times are not shown by ctr: they must lie within the run, created <= updated.
+    for ns in db.list_namespaces().unwrap() {
+        for i in db.images(&ns).unwrap().list(&[]).unwrap() {
+            assert!(
+                i.created_at >= secs(started) && i.updated_at <= stopped,
+                "{i:?}"
+            );
+            assert!(i.created_at <= i.updated_at);
+        }
+        // Blob sizes and backend presence agree with the content directory.
+        let cs = db.content_store(&ns, None).unwrap();
+        cs.walk(
+            &mut |i| {
+                let file = content.blob_path(&i.digest);
+                assert_eq!(std::fs::metadata(&file).unwrap().len(), i.size, "{file:?}");
+                Ok(())
+            },
+            &[],
+        )
+        .unwrap();
+    }
+    // Snapshot records name real backend snapshots (`<ns>/<seq>/<key>`).
+    let mut backend = BTreeSet::new();
+    overlay
+        .walk(
+            &mut |i| {
+                backend.insert(i.name);
+                Ok(())
+            },
+            &[],
+        )
+        .unwrap();
+    assert!(backend
+        .iter()
+        .any(|k| k.starts_with("default/") && k.ends_with("/ctr1")));
+    // A namespace still holding things cannot be deleted; its image list matches ctr's.
+    assert!(db.delete_namespace("team").is_err());
+}
+
+/// Puts the blobs of an OCI layout into `ns` with containerd's GC labels on the manifest.
+fn import_layout(db: &Db, ns: &str, layout: &Path, name: &str) -> Descriptor {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m = &index["manifests"][0];
+    let mdesc = Descriptor::new(
+        m["mediaType"].as_str().unwrap(),
+        Digest::parse(m["digest"].as_str().unwrap()).unwrap(),
+        m["size"].as_u64().unwrap(),
+    );
+    let blob =
+        |d: &Digest| std::fs::read(layout.join("blobs").join("sha256").join(d.encoded())).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&mdesc.digest)).unwrap();
+    let cs = db.content_store(ns, None).unwrap();
+    let mut mlabels = Labels::new();
+    let put = |d: &serde_json::Value, l: Labels| {
+        let dg = Digest::parse(d["digest"].as_str().unwrap()).unwrap();
+        let data = blob(&dg);
+        let desc = Descriptor::new(
+            d["mediaType"].as_str().unwrap(),
+            dg.clone(),
+            data.len() as u64,
+        );
+        write_blob(&cs, &format!("import-{dg}"), &mut &data[..], &desc, l).unwrap();
+        dg
+    };
+    let cfg = put(&manifest["config"], Labels::new());
+    mlabels.insert(
+        "containerd.io/gc.ref.content.config".into(),
+        cfg.to_string(),
+    );
+    for (i, l) in manifest["layers"].as_array().unwrap().iter().enumerate() {
+        let d = put(l, Labels::new());
+        mlabels.insert(format!("containerd.io/gc.ref.content.l.{i}"), d.to_string());
+    }
+    let mdata = blob(&mdesc.digest);
+    write_blob(&cs, "import-manifest", &mut &mdata[..], &mdesc, mlabels).unwrap();
+    let mut img = Image::new(name, mdesc.clone());
+    img.labels = labels(&[("made-by", "stowage")]);
+    db.images(ns).unwrap().create(img).unwrap();
+    mdesc
+}
+
+#[test]
+fn stowage_root_reads_the_same_in_containerd() {
+    if !externals() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let images = fixtures::generate(&work.path().join("fixtures"), true).unwrap();
+    let root = work.path().join("root");
+    let want = {
+        let (db, _content, _overlay) = open_stowage(&root);
+        db.create_namespace("team", &labels(&[("a", "b"), ("c", "d")]))
+            .unwrap();
+        db.create_namespace("default", &Labels::new()).unwrap();
+        let base = images.iter().find(|i| i.name == "base").unwrap();
+        let docker = images.iter().find(|i| i.name == "docker").unwrap();
+        import_layout(&db, "default", &base.layout, &base.reference);
+        import_layout(&db, "team", &docker.layout, &docker.reference);
+        let expire = format_rfc3339(SystemTime::now() + Duration::from_secs(3600));
+        db.leases("default")
+            .unwrap()
+            .create(
+                "L1",
+                &labels(&[("containerd.io/gc.expire", &expire), ("x", "y")]),
+            )
+            .unwrap();
+        db.leases("team")
+            .unwrap()
+            .create("L2", &labels(&[("z", "w")]))
+            .unwrap();
+        let sn = db.snapshotter("overlayfs", "default", None).unwrap();
+        sn.prepare("layer-active", "", Labels::new()).unwrap();
+        sn.commit(
+            "layer",
+            "layer-active",
+            labels(&[("containerd.io/gc.root", "1")]),
+        )
+        .unwrap();
+        sn.prepare("ctr1", "layer", Labels::new()).unwrap();
+        let spec = br#"{"ociVersion":"1.0.2-dev","process":{"args":["/bin/sh"],"cwd":"/"}}"#;
+        let mut c = Container::new(
+            "ctr1",
+            "io.containerd.runc.v2",
+            Any::new(SPEC_TYPE_URL, spec.to_vec()),
+        );
+        c.image = base.reference.clone();
+        c.snapshotter = "overlayfs".into();
+        c.snapshot_key = "ctr1".into();
+        c.labels = labels(&[("role", "test")]);
+        db.containers("default").unwrap().create(c).unwrap();
+        stowage_view(&db)
+    };
+    // The Db is closed (its lock released): containerd takes over the root.
+    let c = Containerd::start(&root, work.path()).unwrap();
+    let got = ctr_view(&c);
+    let check = c.ctr(&["images", "check"]).unwrap();
+    c.stop().unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got.leases["team"]["L2"].1, labels(&[("z", "w")]));
+    assert_eq!(
+        got.snapshots["default"]["ctr1"],
+        ("layer".to_string(), "Active".to_string())
+    );
+    assert!(check.contains("complete"), "{check}");
+}
