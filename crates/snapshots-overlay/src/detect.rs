@@ -60,3 +60,67 @@ mod tests {
         assert!(!kernel_at_least(999, 0));
     }
 }
+
+/// True when directory entries under `dir` carry their type (`d_type`), which overlayfs
+/// needs to find whiteouts; checked, as containerd does, on the entries of `dir` (it must
+/// have at least one).
+pub fn supports_d_type(dir: &Path) -> std::io::Result<bool> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `c` is a NUL-terminated path alive for the call.
+    let d = unsafe { libc::opendir(c.as_ptr()) };
+    if d.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut seen = 0usize;
+    let mut ok = true;
+    loop {
+        // SAFETY: `d` is an open directory stream owned by this function.
+        let e = unsafe { libc::readdir(d) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid entry that stays valid until the next call; its
+        // name is NUL-terminated.
+        let (name, d_type) = unsafe {
+            (
+                std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_bytes(),
+                (*e).d_type,
+            )
+        };
+        // "." and ".." say nothing about the files.
+        if name == b"." || name == b".." {
+            continue;
+        }
+        seen += 1;
+        if d_type == libc::DT_UNKNOWN {
+            ok = false;
+            break;
+        }
+    }
+    // SAFETY: `d` is open and closed exactly once.
+    unsafe { libc::closedir(d) };
+    if seen == 0 {
+        return Err(std::io::Error::other(format!(
+            "no directory entries found in {}",
+            dir.display()
+        )));
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod d_type_tests {
+    use super::*;
+
+    #[test]
+    fn local_fs_has_d_type_and_empty_dirs_are_an_error() {
+        let d = std::env::temp_dir().join(format!("stowage-dtype-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        assert!(supports_d_type(&d).is_err(), "no entries: cannot tell");
+        std::fs::write(d.join("f"), b"").unwrap();
+        assert!(supports_d_type(&d).unwrap());
+        std::fs::remove_dir_all(&d).unwrap();
+        assert!(supports_d_type(Path::new("/nonexistent-stowage-dir")).is_err());
+    }
+}

@@ -63,6 +63,22 @@ impl OverlaySnapshotter {
             .create(&root)
             .map_err(|e| Error::io(format!("create snapshotter root {}", root.display()), e))?;
         let ms = MetaStore::open(root.join("metadata.db"))?;
+        // The metastore file guarantees an entry to look at.
+        match detect::supports_d_type(&root) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::failed_precondition(format!(
+                "{} does not support d_type, which overlayfs needs (on xfs, format with ftype=1)",
+                root.display()
+            )))
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("check d_type support of {}", root.display()),
+                    e,
+                ))
+            }
+        }
         let snapshots = root.join("snapshots");
         match fs::DirBuilder::new().mode(0o700).create(&snapshots) {
             Ok(()) => {}

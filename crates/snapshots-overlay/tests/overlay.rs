@@ -209,3 +209,18 @@ fn containerds_go_overlay_snapshotter_agrees_both_ways() {
         Ok(Box::new(OverlaySnapshotter::new(root)?) as Box<dyn Snapshotter>)
     });
 }
+
+#[test]
+fn a_root_in_use_is_not_opened_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let first = OverlaySnapshotter::new(d.path().join("root")).unwrap();
+    // containerd's bbolt would wait forever for the lock; here the second open fails at once.
+    let err = OverlaySnapshotter::new(d.path().join("root")).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        stowage_core_types::ErrorKind::Unavailable,
+        "{err}"
+    );
+    drop(first);
+    OverlaySnapshotter::new(d.path().join("root")).unwrap();
+}
