@@ -107,6 +107,48 @@ fn rust_bench(
     out
 }
 
+fn go_bench(
+    go: &std::path::Path,
+    dir: &std::path::Path,
+    singles: u64,
+    gets: u64,
+    b1: u64,
+    b2: u64,
+) -> BTreeMap<String, f64> {
+    let args: Vec<String> = vec![
+        "bench".into(),
+        dir.display().to_string(),
+        singles.to_string(),
+        gets.to_string(),
+        b1.to_string(),
+        b2.to_string(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let (ok, stdout, stderr) = common::run_go(go, &args);
+    assert!(ok, "gobolt bench failed: {stderr}");
+    let mut out = BTreeMap::new();
+    for line in stdout.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 2 {
+            out.insert(f[0].to_string(), f[1].parse::<f64>().unwrap_or(f64::NAN));
+        }
+    }
+    out
+}
+
+/// Keeps the better value per measure: highest rate, lowest time; sizes are deterministic
+/// and memory peaks are taken as the lower one too.
+fn merge_best(best: &mut BTreeMap<String, f64>, new: BTreeMap<String, f64>) {
+    for (k, v) in new {
+        let e = best.entry(k.clone()).or_insert(v);
+        *e = if k.ends_with("_per_s") {
+            e.max(v)
+        } else {
+            e.min(v)
+        };
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, quickly.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -116,27 +158,71 @@ fn main() {
         .unwrap_or(if quick { 0.01 } else { 1.0 });
     let n = |x: f64| ((x * scale) as u64).max(10);
     let (singles, gets, b1, b2) = (n(2000.0), n(200_000.0), n(100_000.0), n(1_000_000.0));
-    let dir = tempfile::tempdir().unwrap();
-    let ours = rust_bench(dir.path(), singles, gets, b1, b2);
+    // Disk and CPU are shared with other work, so run the engines alternately, twice, and
+    // keep each engine's best result: a burst of outside load then hurts neither side alone.
+    let mut ours = BTreeMap::new();
     let mut theirs = BTreeMap::new();
-    if let Some(go) = common::gobolt() {
-        let args: Vec<String> = vec![
-            "bench".into(),
-            dir.path().display().to_string(),
-            singles.to_string(),
-            gets.to_string(),
-            b1.to_string(),
-            b2.to_string(),
-        ];
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-        let (ok, stdout, stderr) = common::run_go(&go, &args);
-        assert!(ok, "gobolt bench failed: {stderr}");
-        for line in stdout.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() >= 2 {
-                theirs.insert(f[0].to_string(), f[1].parse::<f64>().unwrap_or(f64::NAN));
-            }
+    // Each run starts on a quiet disk: the previous run's files are deleted and everything
+    // is flushed first, so neither engine's fsyncs compete with the other's write-back.
+    let quiesce = || {
+        // SAFETY: sync(2) takes no arguments and touches no memory of ours.
+        unsafe { libc::sync() };
+    };
+    let go = common::gobolt();
+    for _round in 0..2 {
+        quiesce();
+        let dir = tempfile::tempdir().unwrap();
+        merge_best(&mut ours, rust_bench(dir.path(), singles, gets, b1, b2));
+        drop(dir);
+        if let Some(go) = &go {
+            quiesce();
+            let dir = tempfile::tempdir().unwrap();
+            merge_best(&mut theirs, go_bench(go, dir.path(), singles, gets, b1, b2));
         }
+    }
+    // fsync latency on a shared disk swings by 10x within seconds, so the single-put rate
+    // is measured in short alternating slices (ours, Go's, ours, ...) on one file each,
+    // and each engine's total time over all slices is used.
+    if let Some(go) = &go {
+        quiesce();
+        let dir = tempfile::tempdir().unwrap();
+        let (ours_db, go_db) = (
+            dir.path().join("rs-singles.db"),
+            dir.path().join("go-singles.db"),
+        );
+        let slices = 8;
+        let per = (singles / slices).max(1);
+        let (mut t_ours, mut t_go) = (0.0, 0.0);
+        for s in 0..slices {
+            let db = Db::open(&ours_db, Options::default()).unwrap();
+            let val = [0u8; 100];
+            let start = Instant::now();
+            for i in s * per..(s + 1) * per {
+                db.update::<_, Error>(|tx| {
+                    tx.create_bucket_if_not_exists(b"b")?.put(&key(i), &val)
+                })
+                .unwrap();
+            }
+            t_ours += start.elapsed().as_secs_f64();
+            drop(db);
+            let args: Vec<String> = vec![
+                "singles".into(),
+                go_db.display().to_string(),
+                (s * per).to_string(),
+                per.to_string(),
+            ];
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            let (ok, stdout, stderr) = common::run_go(go, &args);
+            assert!(ok, "gobolt singles failed: {stderr}");
+            t_go += stdout
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN);
+        }
+        let n = (slices * per) as f64;
+        ours.insert("single_put_tx_per_s_alternating".into(), n / t_ours);
+        theirs.insert("single_put_tx_per_s_alternating".into(), n / t_go);
     }
     println!(
         "workload: {singles} fsync'd single-put txs, {gets} gets, bulk {b1} and {b2} puts in one tx"

@@ -4,6 +4,7 @@
 //	gobolt check <db>           run tx.Check only
 //	gobolt apply <db> <script>  apply a script of operations (see ops below)
 //	gobolt bench <dir> <singles> <gets> <bulk1> <bulk2>
+//	gobolt singles <db> <from> <n>  n fsync'd single-put transactions, keys from..from+n
 //
 // Script lines: begin | commit | rollback | create P | createx P | delb P |
 // put P K V | del P K | setseq P N | nextseq P, where P is a '/'-joined list of hex bucket
@@ -197,7 +198,7 @@ func key(i int) []byte {
 }
 
 func report(name string, v float64, unit string) {
-	fmt.Printf("%s %.1f %s\n", name, v, unit)
+	fmt.Printf("%s %.6f %s\n", name, v, unit)
 }
 
 func bulk(dir string, n int) {
@@ -245,6 +246,35 @@ func peakRSS() int64 {
 		}
 	}
 	return -1
+}
+
+// singlePuts commits n fsync'd one-put transactions into db and returns the elapsed time.
+func singlePuts(db *bolt.DB, from, n int) time.Duration {
+	val := make([]byte, 100)
+	start := time.Now()
+	for i := from; i < from+n; i++ {
+		err := db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("b"))
+			if err != nil {
+				return err
+			}
+			return b.Put(key(i), val)
+		})
+		if err != nil {
+			die("%v", err)
+		}
+	}
+	return time.Since(start)
+}
+
+func cmdSingles(path string, from, n int) {
+	db, err := bolt.Open(path, 0600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		die("%v", err)
+	}
+	defer db.Close()
+	el := singlePuts(db, from, n)
+	report("singles_seconds", el.Seconds(), "s")
 }
 
 func cmdBench(dir string, singles, gets, bulk1, bulk2 int) {
@@ -315,6 +345,8 @@ func main() {
 		cmdDump(os.Args[2], false)
 	case "apply":
 		cmdApply(os.Args[2], os.Args[3])
+	case "singles":
+		cmdSingles(os.Args[2], atoi(os.Args[3]), atoi(os.Args[4]))
 	case "bench":
 		cmdBench(os.Args[2], atoi(os.Args[3]), atoi(os.Args[4]), atoi(os.Args[5]), atoi(os.Args[6]))
 	default:
