@@ -331,9 +331,9 @@ impl Containers {
             if cb.bucket(id.as_bytes()).b()?.is_none() {
                 return Err(not_found(id));
             }
-            cb.delete_bucket(id.as_bytes()).b()
-        })?;
-        self.db.mark_dirty();
-        Ok(())
+            cb.delete_bucket(id.as_bytes()).b()?;
+            self.db.mark_dirty();
+            Ok(())
+        })
     }
 }

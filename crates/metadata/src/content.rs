@@ -226,10 +226,10 @@ impl Manager for ContentStore {
                 return Err(not_found(digest));
             }
             bb.delete_bucket(d.as_bytes()).b()?;
-            self.unlease(tx, CONTENT, d.as_bytes())
-        })?;
-        self.db.mark_content_dirty();
-        Ok(())
+            self.unlease(tx, CONTENT, d.as_bytes())?;
+            self.db.mark_content_dirty();
+            Ok(())
+        })
     }
 }
 

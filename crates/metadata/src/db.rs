@@ -78,7 +78,16 @@ pub(crate) struct Inner {
     pub(crate) dirty: AtomicU64,
     /// Backends with records removed since their last cleanup.
     pub(crate) dirty_backends: Mutex<DirtyBackends>,
+    /// Called after every committed write with "deletions pending" (containerd's mutation
+    /// callbacks, which feed the GC scheduler).
+    pub(crate) mutation_callbacks: RwLock<Vec<MutationCallback>>,
+    /// The scheduler collections are requested from, when one runs.
+    pub(crate) scheduler: Mutex<Option<std::sync::Weak<crate::scheduler::Shared>>>,
 }
+
+/// A callback told about each committed write; its argument says whether deletions are
+/// waiting for a collection.
+pub type MutationCallback = Box<dyn Fn(bool) + Send + Sync>;
 
 /// Which backends the next collection must clean.
 #[derive(Debug, Default)]
@@ -153,6 +162,8 @@ impl Db {
                 snapshot_locks,
                 dirty: AtomicU64::new(0),
                 dirty_backends: Mutex::new(DirtyBackends::default()),
+                mutation_callbacks: RwLock::new(Vec::new()),
+                scheduler: Mutex::new(None),
             }),
         })
     }
@@ -211,8 +222,30 @@ impl Db {
 
     /// Runs `f` in one write transaction under the shared writer lock; commits on `Ok`.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T>) -> Result<T> {
-        let _g = self.writer_guard();
-        self.update_locked(f)
+        let out = {
+            let _g = self.writer_guard();
+            self.update_locked(f)?
+        };
+        let dirty = self.dirty() > 0;
+        for cb in self
+            .inner
+            .mutation_callbacks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            cb(dirty);
+        }
+        Ok(out)
+    }
+
+    /// Registers `f` to be called after every committed write.
+    pub fn on_mutation(&self, f: MutationCallback) {
+        self.inner
+            .mutation_callbacks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
     }
 
     /// As [`Db::update`] for callers already holding the writer lock (or GC, holding it

@@ -230,6 +230,13 @@ impl Images {
         })
     }
 
+    /// Deletes image `name` and waits for the garbage collection it causes (containerd's
+    /// synchronous delete).
+    pub fn delete_sync(&self, name: &str) -> Result<crate::GcStats> {
+        self.delete(name)?;
+        self.db.collect_sync()
+    }
+
     /// Deletes image `name`; `NotFound` when absent. The content it referenced becomes
     /// collectable.
     pub fn delete(&self, name: &str) -> Result<()> {
@@ -240,9 +247,9 @@ impl Images {
             if ib.bucket(name.as_bytes()).b()?.is_none() {
                 return Err(not_found(name));
             }
-            ib.delete_bucket(name.as_bytes()).b()
-        })?;
-        self.db.mark_dirty();
-        Ok(())
+            ib.delete_bucket(name.as_bytes()).b()?;
+            self.db.mark_dirty();
+            Ok(())
+        })
     }
 }

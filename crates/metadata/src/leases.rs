@@ -165,6 +165,12 @@ impl Leases {
         })
     }
 
+    /// Deletes lease `id` and waits for the garbage collection it causes.
+    pub fn delete_sync(&self, id: &str) -> Result<crate::GcStats> {
+        self.delete(id)?;
+        self.db.collect_sync()
+    }
+
     /// Deletes lease `id`; what it held becomes collectable.
     pub fn delete(&self, id: &str) -> Result<()> {
         self.db.update(|tx| {
@@ -174,10 +180,10 @@ impl Leases {
             if lb.bucket(id.as_bytes()).b()?.is_none() {
                 return Err(not_found(id));
             }
-            lb.delete_bucket(id.as_bytes()).b()
-        })?;
-        self.db.mark_dirty();
-        Ok(())
+            lb.delete_bucket(id.as_bytes()).b()?;
+            self.db.mark_dirty();
+            Ok(())
+        })
     }
 
     /// Leases matching any of `filters` (`id`, `labels.<k>`), in id order.
@@ -233,10 +239,10 @@ impl Leases {
                     None => return Ok(()),
                 }
             }
-            b.delete(key.as_bytes()).b()
-        })?;
-        self.db.mark_dirty();
-        Ok(())
+            b.delete(key.as_bytes()).b()?;
+            self.db.mark_dirty();
+            Ok(())
+        })
     }
 
     /// The resources of lease `id`: content, then ingests, then snapshots.

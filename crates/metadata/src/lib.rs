@@ -15,12 +15,13 @@ mod gc;
 mod images;
 mod leases;
 mod namespaces;
+mod scheduler;
 mod schema;
 mod snapshots;
 
 pub use containers::{Container, Containers, Runtime};
 pub use content::{ContentStore, INGEST_EXPIRY};
-pub use db::{db_path, Db, Options, DB_FILE, PLUGIN_DIR};
+pub use db::{db_path, Db, MutationCallback, Options, DB_FILE, PLUGIN_DIR};
 pub use encoding::{
     decode_time, decode_uvarint, decode_varint, encode_time, encode_uvarint, encode_varint, Any,
     SPEC_TYPE_URL,
@@ -32,6 +33,7 @@ pub use images::{Image, Images};
 pub use leases::{
     format_rfc3339, parse_rfc3339, Lease, Leases, Resource, LABEL_GC_EXPIRE, LABEL_GC_FLAT,
 };
+pub use scheduler::{GcConfig, Scheduler};
 pub use schema::{DB_VERSION, KEY_VERSION, SCHEMA};
 pub use snapshots::{
     inherited_labels, NamespacedSnapshotter, INHERITED_LABELS_PREFIX, LABEL_SNAPSHOT_REF,

@@ -483,10 +483,10 @@ impl Snapshotter for NamespacedSnapshotter {
             let mut sb = open_path(tx, &[SCHEMA, ns, SNAPSHOTS, ss])?
                 .ok_or_else(|| Error::unknown("snapshotter bucket vanished"))?;
             sb.delete_bucket(key.as_bytes()).b()?;
-            self.remove_lease(tx, key)
-        })?;
-        self.db.mark_snapshotter_dirty(&self.name);
-        Ok(())
+            self.remove_lease(tx, key)?;
+            self.db.mark_snapshotter_dirty(&self.name);
+            Ok(())
+        })
     }
 
     fn walk(&self, f: &mut dyn FnMut(Info) -> Result<()>, filters: &[String]) -> Result<()> {
