@@ -2,6 +2,7 @@
 // snapshotter code and prints what it sees as JSON, for stowage's compatibility tests.
 //
 // usage: gocheck dump|populate overlayfs|native <root>
+//        gocheck bench overlayfs|native <root> <iterations>
 package main
 
 import (
@@ -11,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/snapshots"
@@ -75,6 +78,41 @@ func populate(ctx context.Context, sn snapshots.Snapshotter) {
 	check(err)
 }
 
+func median(d []int64) int64 {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)/2]
+}
+
+// bench times prepare, commit and remove of empty snapshots, and prepare of a view on a
+// committed parent, and prints the median of each in nanoseconds.
+func bench(ctx context.Context, sn snapshots.Snapshotter, n int) {
+	var prep, commit, rm, view []int64
+	_, err := sn.Prepare(ctx, "parent-a", "")
+	check(err)
+	check(sn.Commit(ctx, "parent", "parent-a"))
+	for i := 0; i < n; i++ {
+		key, name, v := fmt.Sprintf("a%d", i), fmt.Sprintf("c%d", i), fmt.Sprintf("v%d", i)
+		t := time.Now()
+		_, err := sn.Prepare(ctx, key, "")
+		check(err)
+		prep = append(prep, int64(time.Since(t)))
+		t = time.Now()
+		check(sn.Commit(ctx, name, key))
+		commit = append(commit, int64(time.Since(t)))
+		t = time.Now()
+		check(sn.Remove(ctx, name))
+		rm = append(rm, int64(time.Since(t)))
+		t = time.Now()
+		_, err = sn.View(ctx, v, "parent")
+		check(err)
+		view = append(view, int64(time.Since(t)))
+		check(sn.Remove(ctx, v))
+	}
+	b, err := json.Marshal(map[string]int64{"prepare": median(prep), "commit": median(commit), "remove": median(rm), "view": median(view)})
+	check(err)
+	fmt.Println(string(b))
+}
+
 func main() {
 	ctx := context.Background()
 	var sn snapshots.Snapshotter
@@ -89,6 +127,12 @@ func main() {
 	}
 	check(err)
 	defer sn.Close()
+	if os.Args[1] == "bench" {
+		n, err := strconv.Atoi(os.Args[4])
+		check(err)
+		bench(ctx, sn, n)
+		return
+	}
 	if os.Args[1] == "populate" {
 		populate(ctx, sn)
 	}

@@ -254,3 +254,119 @@ pub fn check_both_directions(kind: &str, factory: Factory<'_>) {
         stowage_core_types::ErrorKind::FailedPrecondition
     );
 }
+
+/// Median latencies of one snapshotter's basic operations.
+#[derive(Debug, Clone, Copy)]
+pub struct OpTimes {
+    /// Prepare of an empty snapshot.
+    pub prepare: std::time::Duration,
+    /// Commit of that empty snapshot.
+    pub commit: std::time::Duration,
+    /// Remove of the committed snapshot.
+    pub remove: std::time::Duration,
+    /// View of a committed parent.
+    pub view: std::time::Duration,
+}
+
+fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Times `n` rounds of prepare, commit, remove (empty snapshots) and view (of a committed
+/// parent) on `sn`, the same sequence the Go checker's `bench` mode runs.
+pub fn bench_ops(sn: &dyn Snapshotter, n: usize) -> OpTimes {
+    use std::time::Instant;
+    sn.prepare("parent-a", "", Labels::new()).unwrap();
+    sn.commit("parent", "parent-a", Labels::new()).unwrap();
+    let (mut p, mut c, mut r, mut v) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n.max(1) {
+        let (key, name, view) = (format!("a{i}"), format!("c{i}"), format!("v{i}"));
+        let t = Instant::now();
+        sn.prepare(&key, "", Labels::new()).unwrap();
+        p.push(t.elapsed());
+        let t = Instant::now();
+        sn.commit(&name, &key, Labels::new()).unwrap();
+        c.push(t.elapsed());
+        let t = Instant::now();
+        sn.remove(&name).unwrap();
+        r.push(t.elapsed());
+        let t = Instant::now();
+        sn.view(&view, "parent", Labels::new()).unwrap();
+        v.push(t.elapsed());
+        sn.remove(&view).unwrap();
+    }
+    OpTimes {
+        prepare: median(p),
+        commit: median(c),
+        remove: median(r),
+        view: median(v),
+    }
+}
+
+/// The same rounds run by containerd's Go snapshotter `kind` on a fresh `root`; `None` when
+/// Go is missing and `STOWAGE_SKIP_EXTERNAL=1`.
+pub fn go_bench_ops(kind: &str, root: &Path, n: usize) -> Option<OpTimes> {
+    let bin = checker()?;
+    let out = Command::new(bin)
+        .args(["bench", kind])
+        .arg(root)
+        .arg(n.max(1).to_string())
+        .output()
+        .expect("run gocheck bench");
+    assert!(
+        out.status.success(),
+        "gocheck bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("gocheck bench prints JSON");
+    let d = |k: &str| std::time::Duration::from_nanos(v[k].as_u64().expect("nanoseconds"));
+    Some(OpTimes {
+        prepare: d("prepare"),
+        commit: d("commit"),
+        remove: d("remove"),
+        view: d("view"),
+    })
+}
+
+/// The per-operation median of several runs' medians.
+pub fn median_times(runs: Vec<OpTimes>) -> OpTimes {
+    let pick = |f: fn(&OpTimes) -> std::time::Duration| median(runs.iter().map(f).collect());
+    OpTimes {
+        prepare: pick(|t| t.prepare),
+        commit: pick(|t| t.commit),
+        remove: pick(|t| t.remove),
+        view: pick(|t| t.view),
+    }
+}
+
+/// Prints our and containerd's medians side by side with the ratio (ours / containerd's).
+pub fn print_comparison(what: &str, ours: &OpTimes, theirs: Option<&OpTimes>) {
+    println!("{what}: median latency per operation");
+    println!(
+        "{:<10} {:>12} {:>14} {:>8}",
+        "op", "stowage", "containerd", "ratio"
+    );
+    let rows = [
+        ("prepare", ours.prepare, theirs.map(|t| t.prepare)),
+        ("commit", ours.commit, theirs.map(|t| t.commit)),
+        ("remove", ours.remove, theirs.map(|t| t.remove)),
+        ("view", ours.view, theirs.map(|t| t.view)),
+    ];
+    for (op, o, t) in rows {
+        match t {
+            Some(t) => println!(
+                "{op:<10} {:>10.3}ms {:>12.3}ms {:>8.2}",
+                o.as_secs_f64() * 1e3,
+                t.as_secs_f64() * 1e3,
+                o.as_secs_f64() / t.as_secs_f64()
+            ),
+            None => println!(
+                "{op:<10} {:>10.3}ms {:>14} {:>8}",
+                o.as_secs_f64() * 1e3,
+                "-",
+                "-"
+            ),
+        }
+    }
+}
