@@ -98,6 +98,7 @@ impl NativeSnapshotter {
                         .map_err(|e| e.context("copy parent snapshot"))?;
                 }
                 let path = self.snapshot_dir(&s.id);
+                remove_stale(&path)?;
                 fs::rename(&td, &path).map_err(|e| {
                     Error::io(format!("rename {} to {}", td.display(), path.display()), e)
                 })?;
@@ -130,6 +131,22 @@ impl NativeSnapshotter {
         }
         Ok(out)
     }
+}
+
+/// Removes a leftover directory at the place of a snapshot whose id was just allocated.
+///
+/// The id is new in this transaction, so nothing owns such a directory: it is what a crash
+/// between the rename and the metastore commit of an earlier create left behind (that
+/// create's id was never recorded and is handed out again). containerd would fail every
+/// create with that id until a cleanup; removing it is safe.
+fn remove_stale(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+    }
+    .map_err(|e| Error::io(format!("remove stale {}", path.display()), e))
 }
 
 /// A new, empty `new-XXXXXX` directory in `parent`.

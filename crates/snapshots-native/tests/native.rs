@@ -327,3 +327,15 @@ fn a_root_in_use_is_not_opened_twice() {
     drop(first);
     NativeSnapshotter::new(d.path().join("root")).unwrap();
 }
+
+#[test]
+fn a_directory_left_by_an_interrupted_create_does_not_block_its_id() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("native");
+    let sn = NativeSnapshotter::new(&root).unwrap();
+    sn.prepare("a", "", Labels::new()).unwrap();
+    fs::create_dir_all(root.join("snapshots/2/junk")).unwrap();
+    let m = sn.prepare("b", "", Labels::new()).unwrap();
+    assert_eq!(m[0].source, root.join("snapshots/2").to_str().unwrap());
+    assert!(!root.join("snapshots/2/junk").exists());
+}

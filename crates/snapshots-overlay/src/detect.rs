@@ -42,11 +42,50 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     (a, b) >= (major, minor)
 }
 
-/// Whether overlay needs `userxattr`: only inside a user namespace (where `trusted.*` xattrs
-/// are out of reach), not on tmpfs, and on kernels from 5.11, the rules containerd 1.6
-/// applies. Older kernels inside a user namespace do not know the option.
+/// Whether overlay needs `userxattr`, by containerd 1.6's rules: only inside a user namespace
+/// (where `trusted.*` xattrs are out of reach) and not on tmpfs; then yes on kernels from 5.11,
+/// and on older ones when a trial overlay mount with the option succeeds.
 pub fn needs_userxattr(root: &Path) -> bool {
-    in_user_namespace() && !on_tmpfs(root) && kernel_at_least(5, 11)
+    if !in_user_namespace() || on_tmpfs(root) {
+        return false;
+    }
+    if kernel_at_least(5, 11) {
+        return true;
+    }
+    probe_userxattr(root).unwrap_or(false)
+}
+
+/// Mounts a throwaway overlay with `userxattr` under `root/userxattr-check` and reports
+/// whether the kernel accepted the option. Everything it made is removed again.
+pub fn probe_userxattr(root: &Path) -> std::io::Result<bool> {
+    let top = root.join("userxattr-check");
+    let _ = std::fs::remove_dir_all(&top);
+    let result = (|| {
+        for d in ["lower1", "lower2", "upper", "work", "merged"] {
+            std::fs::create_dir_all(top.join(d))?;
+        }
+        let p = |d: &str| top.join(d).to_string_lossy().into_owned();
+        let m = stowage_core_types::mount::Mount::new(
+            "overlay",
+            "overlay",
+            [
+                format!("lowerdir={}:{}", p("lower2"), p("lower1")),
+                format!("upperdir={}", p("upper")),
+                format!("workdir={}", p("work")),
+                "userxattr".to_string(),
+            ],
+        );
+        let merged = top.join("merged");
+        match stowage_snapshots_storage::mount::mount(&m, &merged) {
+            Ok(()) => {
+                let _ = stowage_snapshots_storage::mount::unmount_all(&merged);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    })();
+    let _ = std::fs::remove_dir_all(&top);
+    result
 }
 
 #[cfg(test)]
@@ -122,5 +161,27 @@ mod d_type_tests {
         assert!(supports_d_type(&d).unwrap());
         std::fs::remove_dir_all(&d).unwrap();
         assert!(supports_d_type(Path::new("/nonexistent-stowage-dir")).is_err());
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn userxattr_probe_mounts_and_cleans_up() {
+        if !stowage_snapshots_storage::testsuite::require_root() {
+            return;
+        }
+        let d = std::env::temp_dir().join(format!("stowage-uxprobe-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        // Every kernel from 5.11 knows the option (this one is newer than that).
+        assert_eq!(probe_userxattr(&d).unwrap(), kernel_at_least(5, 11));
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+        std::fs::remove_dir(&d).unwrap();
     }
 }

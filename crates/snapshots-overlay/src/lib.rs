@@ -212,6 +212,7 @@ impl OverlaySnapshotter {
                     .map_err(|e| Error::io("chown new snapshot root", e))?;
             }
             let path = snapshots.join(&s.id);
+            remove_stale(&path)?;
             fs::rename(&td, &path).map_err(|e| {
                 Error::io(format!("rename {} to {}", td.display(), path.display()), e)
             })?;
@@ -239,6 +240,22 @@ fn mkdir(p: &Path, mode: u32) -> Result<()> {
     // The umask may have taken bits away.
     fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(|e| Error::io(format!("chmod {}", p.display()), e))
+}
+
+/// Removes a leftover directory at the place of a snapshot whose id was just allocated.
+///
+/// The id is new in this transaction, so nothing owns such a directory: it is what a crash
+/// between the rename and the metastore commit of an earlier create left behind (that
+/// create's id was never recorded and is handed out again). containerd would fail every
+/// create with that id until a cleanup; removing it is safe.
+fn remove_stale(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+    }
+    .map_err(|e| Error::io(format!("remove stale {}", path.display()), e))
 }
 
 /// A new, empty `new-XXXXXX` directory in `parent` (mode 0700, as `mkdtemp`).

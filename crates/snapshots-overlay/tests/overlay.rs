@@ -224,3 +224,18 @@ fn a_root_in_use_is_not_opened_twice() {
     drop(first);
     OverlaySnapshotter::new(d.path().join("root")).unwrap();
 }
+
+#[test]
+fn a_directory_left_by_an_interrupted_create_does_not_block_its_id() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("overlay");
+    let sn = OverlaySnapshotter::new(&root).unwrap();
+    sn.prepare("a", "", Labels::new()).unwrap();
+    // What a crash after the rename and before the metastore commit leaves: the next id's
+    // directory, with content, but no record.
+    fs::create_dir_all(root.join("snapshots/2/fs/junk")).unwrap();
+    let m = sn.prepare("b", "", Labels::new()).unwrap();
+    assert_eq!(m[0].source, s(&root.join("snapshots/2/fs")));
+    assert!(!root.join("snapshots/2/fs/junk").exists());
+    assert!(root.join("snapshots/2/work").is_dir());
+}
