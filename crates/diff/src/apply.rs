@@ -81,13 +81,20 @@ fn id32(v: u64, what: &str) -> Result<u32> {
 }
 
 impl<'o> Applier<'o> {
-    pub(crate) fn new(root_path: &Path, root_fd: OwnedFd, options: &'o ApplyOptions) -> Self {
+    pub(crate) fn new(
+        root_path: &Path,
+        root_fd: OwnedFd,
+        options: &'o ApplyOptions,
+    ) -> Result<Self> {
         let umask = sys::current_umask();
         let (euid, egid) = sys::effective_ids();
         let track = matches!(options.whiteouts, WhiteoutMode::Delete);
-        Applier {
+        let resolver = Resolver::new(root_fd, root_path, umask)
+            .with_lowers(&options.parents, options.privileged)
+            .map_err(ctx_io("opening parent layer directories"))?;
+        Ok(Applier {
             root_path: root_path.to_path_buf(),
-            resolver: Resolver::new(root_fd, umask),
+            resolver,
             options,
             euid,
             egid,
@@ -95,7 +102,7 @@ impl<'o> Applier<'o> {
             unpacked: track.then(HashSet::new),
             dir_times: Vec::new(),
             counts: Counts::default(),
-        }
+        })
     }
 
     /// Applies every entry of the layer, then restores directory times, then drains the

@@ -84,6 +84,12 @@ pub struct ApplyOptions {
     pub expected_diff_id: Option<Digest>,
     /// Apply ownership, device nodes and privileged xattrs (default: running as root).
     pub privileged: bool,
+    /// Lower directories, newest first, consulted when the layer implies a directory it does
+    /// not list (`a/b/file` without an `a/b/` entry): the new directory takes the owner, mode
+    /// and (non-`trusted.`) xattrs of the newest lower directory at that path instead of
+    /// 0755 root. The overlay snapshotter passes its `lowerdir`s, as containerd does, so the
+    /// merged view keeps the lower directory's metadata.
+    pub parents: Vec<std::path::PathBuf>,
     /// Decompress on a separate thread, overlapping with writing (default: true; plain tar
     /// streams never use a thread).
     pub threaded: bool,
@@ -95,6 +101,7 @@ impl Default for ApplyOptions {
             whiteouts: WhiteoutMode::Delete,
             expected_diff_id: None,
             privileged: sys::effective_ids().0 == 0,
+            parents: Vec::new(),
             threaded: true,
         }
     }
@@ -159,7 +166,7 @@ pub fn apply_layer<R: Read + Send>(
     let root_fd = sys::open_dir_path(target_root)
         .map_err(|e| Error::io(format!("opening target root {}", target_root.display()), e))?;
     let (compression, mut decoder) = decompressed_reader(reader)?;
-    let mut applier = apply::Applier::new(target_root, root_fd, options);
+    let mut applier = apply::Applier::new(target_root, root_fd, options)?;
     let (diff_id, size) = if options.threaded && compression != Compression::Uncompressed {
         std::thread::scope(|scope| {
             let (mut source, producer) = stream::channel_pair();

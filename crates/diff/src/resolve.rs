@@ -12,7 +12,7 @@
 //! list a directory's children together), so most entries cost no lookups at all. The cache is
 //! dropped whenever anything is removed, the only way a resolution can change.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -83,19 +83,42 @@ impl Dir {
 #[derive(Debug)]
 pub(crate) struct Resolver {
     root: Rc<Dir>,
+    /// The root as the caller named it.
+    root_path: PathBuf,
     /// `levels[i]` is the resolution of the first `i + 1` logical components of the last
     /// resolved path.
     levels: Vec<(Vec<u8>, Rc<Dir>)>,
     /// Mode to fix up implicitly created directories to, when the umask would strip bits.
     umask: Option<u32>,
+    /// Lower layers (newest first) that implicitly created directories copy their owner, mode
+    /// and xattrs from, as containerd's `archive.WithParents` does for overlay upper dirs.
+    lowers: Vec<Lower>,
+    /// Whether ownership may be copied from lowers.
+    privileged: bool,
+}
+
+/// A lower directory tree consulted for implied parents.
+#[derive(Debug)]
+struct Lower {
+    resolver: RefCell<Resolver>,
+}
+
+/// What a lower layer says about a path.
+enum LowerEntry {
+    Dir(Rc<Dir>),
+    NotDir,
+    Absent,
 }
 
 /// Mode of directories created because an entry needs a parent that is missing.
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 
 impl Resolver {
-    pub(crate) fn new(root_fd: OwnedFd, umask: Option<u32>) -> Self {
+    pub(crate) fn new(root_fd: OwnedFd, root_path: &Path, umask: Option<u32>) -> Self {
         Resolver {
+            root_path: root_path.to_path_buf(),
+            lowers: Vec::new(),
+            privileged: false,
             root: Rc::new(Dir {
                 fd: root_fd,
                 path: PathBuf::new(),
@@ -105,6 +128,18 @@ impl Resolver {
             levels: Vec::new(),
             umask,
         }
+    }
+
+    /// Adds lower directories (newest first) for implied parent directories.
+    pub(crate) fn with_lowers(mut self, lowers: &[PathBuf], privileged: bool) -> io::Result<Self> {
+        for path in lowers {
+            let fd = sys::open_dir_path(path)?;
+            self.lowers.push(Lower {
+                resolver: RefCell::new(Resolver::new(fd, path, self.umask)),
+            });
+        }
+        self.privileged = privileged;
+        Ok(self)
     }
 
     /// The root directory.
@@ -184,7 +219,10 @@ impl Resolver {
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                 match sys::mkdirat(cur.fd(), &c, IMPLICIT_DIR_MODE) {
                     Ok(()) => {
-                        if self.umask.is_none_or(|m| m & IMPLICIT_DIR_MODE != 0) {
+                        let rel = cur.path.join(sys::os(comp));
+                        if !self.copy_from_lowers(cur, &c, &rel)?
+                            && self.umask.is_none_or(|m| m & IMPLICIT_DIR_MODE != 0)
+                        {
                             sys::fchmodat(cur.fd(), &c, IMPLICIT_DIR_MODE)?;
                         }
                     }
@@ -197,6 +235,56 @@ impl Resolver {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Looks `rel` up in one lower tree, following symlinks inside that tree.
+    fn lookup(resolver: &mut Resolver, rel: &Path) -> io::Result<LowerEntry> {
+        let bytes = rel.as_os_str().as_encoded_bytes();
+        let comps: Vec<&[u8]> = bytes
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        match resolver.resolve_dir(&comps, false) {
+            Ok(d) => Ok(LowerEntry::Dir(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LowerEntry::Absent),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Ok(LowerEntry::NotDir),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the directory just created as `name` in `parent` (at `rel` from the root) the
+    /// owner, mode and xattrs of the same directory in the newest lower that has it. Returns
+    /// false when no lower has a directory there (the caller keeps the default mode). A lower
+    /// with a non-directory there hides the older ones, as in containerd.
+    fn copy_from_lowers(
+        &self,
+        parent: &Dir,
+        name: &std::ffi::CStr,
+        rel: &Path,
+    ) -> io::Result<bool> {
+        for lower in &self.lowers {
+            let found = Self::lookup(&mut lower.resolver.borrow_mut(), rel)?;
+            let dir = match found {
+                LowerEntry::Absent => continue,
+                LowerEntry::NotDir => return Ok(false),
+                LowerEntry::Dir(d) => d,
+            };
+            let st = sys::lstatat(dir.fd(), c"")?;
+            if self.privileged {
+                sys::lchownat(parent.fd(), name, st.st_uid, st.st_gid)?;
+            }
+            sys::fchmodat(parent.fd(), name, st.st_mode & 0o7777)?;
+            let src = sys::cpath(&lower.resolver.borrow().path_of(&dir))?;
+            let dst = sys::cpath(&self.path_of(parent).join(sys::os(name.to_bytes())))?;
+            sys::copy_xattrs(&src, &dst)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Path of `dir` as given to the resolver (for path-based calls such as xattrs).
+    fn path_of(&self, dir: &Dir) -> PathBuf {
+        self.root_path.join(dir.path())
     }
 
     /// Resolves a symlink target found in directory `from`, confined to the root.

@@ -301,3 +301,69 @@ pub(crate) fn current_umask() -> Option<u32> {
 pub(crate) fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
+
+/// Copies the extended attributes of `src` onto `dst` (neither followed if a symlink), except
+/// `trusted.*` ones; attributes `dst` already has are kept, and attributes the filesystem
+/// refuses are skipped, as containerd's copy-up of parent directories does.
+pub(crate) fn copy_xattrs(src: &CStr, dst: &CStr) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let len = loop {
+        // SAFETY: the buffer is valid for its length; valid C string.
+        let n = unsafe { libc::llistxattr(src.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) | Some(libc::ENODATA) => return Ok(()),
+            _ => return Err(err),
+        }
+    };
+    let mut value = vec![0u8; 4096];
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.") {
+            continue;
+        }
+        let key = cstr(name)?;
+        let vlen = loop {
+            // SAFETY: the buffer is valid for its length; valid C strings.
+            let n = unsafe {
+                libc::lgetxattr(
+                    src.as_ptr(),
+                    key.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            if n >= 0 {
+                break Some(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ERANGE) if value.len() < 1 << 20 => value.resize(value.len() * 4, 0),
+                Some(libc::ENOTSUP) | Some(libc::ENODATA) => break None,
+                _ => return Err(err),
+            }
+        };
+        let Some(vlen) = vlen else { continue };
+        // SAFETY: the value pointer is valid for `vlen` bytes; valid C strings.
+        let rc = unsafe {
+            libc::lsetxattr(
+                dst.as_ptr(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                vlen,
+                libc::XATTR_CREATE,
+            )
+        };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ENOTSUP) | Some(libc::ENODATA) | Some(libc::EEXIST) => {}
+                _ => return Err(err),
+            }
+        }
+    }
+    Ok(())
+}

@@ -22,8 +22,24 @@ fn layer1() -> Vec<u8> {
         .file("opq/old1", 0o644, b"old")
         .dir("opq/olddir/", 0o755)
         .file("opq/olddir/x", 0o644, b"x")
-        .dir("keep/", 0o755)
+        // A directory with non-default metadata that layer 2 writes into without listing it.
+        .pax(&[("SCHILY.xattr.user.note", b"lower")])
+        .raw(
+            {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o750);
+                h.set_uid(7);
+                h.set_gid(8);
+                h.set_mtime(T0);
+                h
+            },
+            "keep/",
+            None,
+            &[],
+        )
         .file("keep/k", 0o644, b"k")
+        .dir("keep/sub/", 0o700)
         .symlink("link", "a/f1")
         .finish()
 }
@@ -37,6 +53,7 @@ fn layer2() -> Vec<u8> {
         .whiteout("opq/.wh..wh..opq")
         .file("opq/new", 0o644, b"new")
         .file("keep/added", 0o644, b"added")
+        .file("keep/sub/deeper/x", 0o644, b"x")
         .file("newdir/file", 0o644, b"nd")
         .whiteout(".wh.link")
         .finish()
@@ -46,6 +63,14 @@ fn overlay_opts(user_xattr: bool) -> ApplyOptions {
     ApplyOptions {
         whiteouts: WhiteoutMode::Overlay { user_xattr },
         ..ApplyOptions::default()
+    }
+}
+
+/// Overlay options with the lower layers (newest first), as the overlay snapshotter applies.
+fn overlay_opts_on(user_xattr: bool, parents: &[&Path]) -> ApplyOptions {
+    ApplyOptions {
+        parents: parents.iter().map(|p| p.to_path_buf()).collect(),
+        ..overlay_opts(user_xattr)
     }
 }
 
@@ -151,7 +176,7 @@ fn mounted_matches_plain(user_xattr: bool) {
     let (u1, u2, merged, plain, work, rw) =
         (&dirs[0], &dirs[1], &dirs[2], &dirs[3], &dirs[4], &dirs[5]);
     apply(&layer1(), u1, &overlay_opts(user_xattr)).unwrap();
-    apply(&layer2(), u2, &overlay_opts(user_xattr)).unwrap();
+    apply(&layer2(), u2, &overlay_opts_on(user_xattr, &[u1])).unwrap();
     apply(&layer1(), plain, &ApplyOptions::default()).unwrap();
     apply(&layer2(), plain, &ApplyOptions::default()).unwrap();
 
@@ -213,6 +238,36 @@ fn mounted_matches_plain(user_xattr: bool) {
     fs::write(rw.join("opq/written"), b"w").unwrap();
     assert_eq!(fs::read(upper3.join("opq/written")).unwrap(), b"w");
     drop(m);
+}
+
+#[test]
+fn implied_directories_take_metadata_from_the_parents() {
+    if !need_root("implied parent directory test (ownership)") {
+        return;
+    }
+    let u1 = tempfile::tempdir().unwrap();
+    apply(&layer1(), u1.path(), &overlay_opts(false)).unwrap();
+    // Without parents, implied directories are 0755 root-owned.
+    let bare = tempfile::tempdir().unwrap();
+    apply(&layer2(), bare.path(), &overlay_opts(false)).unwrap();
+    let t = tree(bare.path());
+    assert_eq!((t["keep"].mode, t["keep"].uid), (0o755, 0));
+    assert!(t["keep"].xattrs.is_empty());
+    // With the lower layer as parent they copy it; deeper ones missing below stay 0755.
+    let u2 = tempfile::tempdir().unwrap();
+    apply(&layer2(), u2.path(), &overlay_opts_on(false, &[u1.path()])).unwrap();
+    let t = tree(u2.path());
+    assert_eq!(
+        (t["keep"].mode, t["keep"].uid, t["keep"].gid),
+        (0o750, 7, 8)
+    );
+    assert_eq!(
+        t["keep"].xattrs.get("user.note").map(|v| &v[..]),
+        Some(&b"lower"[..])
+    );
+    assert_eq!(t["keep/sub"].mode, 0o700);
+    assert_eq!(t["keep/sub/deeper"].mode, 0o755);
+    assert_eq!(t["newdir"].mode, 0o755);
 }
 
 #[test]
