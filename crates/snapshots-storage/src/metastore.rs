@@ -308,7 +308,8 @@ pub fn walk_info<T: ReadView, S: AsRef<str>>(tx: &T, filters: &[S]) -> Result<Ve
     while let Some((k, v)) = e {
         if v.is_none() {
             let name = String::from_utf8_lossy(k).into_owned();
-            let b = snapshot_bucket(&snaps, &name)?;
+            let b = sub(&snaps, k)?
+                .ok_or_else(|| Error::data_loss(format!("snapshot bucket {name:?} vanished")))?;
             let info = read_info(&b, &name)?;
             if filter.matches(&|p: &[&str]| snapshot_field(&info, p)) {
                 out.push(info);
@@ -333,7 +334,8 @@ pub fn id_map<T: ReadView>(tx: &T) -> Result<HashMap<String, String>> {
     while let Some((k, v)) = e {
         if v.is_none() {
             let name = String::from_utf8_lossy(k).into_owned();
-            let b = snapshot_bucket(&snaps, &name)?;
+            let b = sub(&snaps, k)?
+                .ok_or_else(|| Error::data_loss(format!("snapshot bucket {name:?} vanished")))?;
             m.insert(read_id(&b)?.to_string(), name);
         }
         e = c.next().map_err(bolt_error)?;
