@@ -21,7 +21,8 @@ commands:
   demo            ingest generated blobs into a content store in a temp root and list them
   fixtures [--out DIR] [--small]
                   generate the deterministic test images (OCI layouts and archives)
-  bench [NAME..]  run benchmarks (content, bolt, diff; default: all)
+  bench [NAME..]  run benchmarks (content, bolt, diff, snapshots-overlay,
+                  snapshots-native; default: all)
   help            this text";
 
 fn main() -> ExitCode {
@@ -63,6 +64,8 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("content", "stowage-content", "ingest"),
     ("bolt", "stowage-bolt", "bolt"),
     ("diff", "stowage-diff", "apply"),
+    ("snapshots-overlay", "stowage-snapshots-overlay", "ops"),
+    ("snapshots-native", "stowage-snapshots-native", "ops"),
 ];
 
 fn bench(names: &[String]) -> Result<()> {
