@@ -3,7 +3,7 @@
 //! edges (label refs, snapshot parents, ingest expected digests), remove every unmarked blob,
 //! snapshot, lease and ingest record, then reclaim the backend objects no namespace records.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -72,6 +72,8 @@ pub struct GcStats {
     pub ingests_aborted: Vec<String>,
     /// Backend snapshots removed, by snapshotter (backend keys).
     pub snapshots_removed: BTreeMap<String, Vec<String>>,
+    /// Time spent marking.
+    pub mark_duration: Duration,
     /// Time spent with writers blocked (mark and record sweep).
     pub meta_duration: Duration,
     /// Total time.
@@ -267,17 +269,44 @@ fn scan_roots(tx: &ReadTx, now: SystemTime) -> Result<Vec<Mark>> {
     Ok(roots)
 }
 
-fn references(tx: &ReadTx, m: &Mark, out: &mut Vec<Mark>) -> Result<()> {
+/// Parent buckets (`content/blob`, `content/ingests`, `snapshots/<ss>` of a namespace),
+/// opened once per collection rather than from the root for every node.
+struct Parents<'a> {
+    root: Bucket<'a>,
+    cache: HashMap<(ResourceKind, String, String), Option<Bucket<'a>>>,
+}
+
+impl<'a> Parents<'a> {
+    fn get(&mut self, kind: ResourceKind, ns: &str, ss: &str) -> Result<Option<Bucket<'a>>> {
+        let key = (kind, ns.to_string(), ss.to_string());
+        if let Some(b) = self.cache.get(&key) {
+            return Ok(*b);
+        }
+        let nsb = ns.as_bytes();
+        let b = match kind {
+            ResourceKind::Content => get_path(self.root, &[SCHEMA, nsb, CONTENT, BLOB])?,
+            ResourceKind::Ingest => get_path(self.root, &[SCHEMA, nsb, CONTENT, INGESTS])?,
+            ResourceKind::Snapshot => {
+                get_path(self.root, &[SCHEMA, nsb, SNAPSHOTS, ss.as_bytes()])?
+            }
+            ResourceKind::Lease => get_path(self.root, &[SCHEMA, nsb, LEASES])?,
+        };
+        self.cache.insert(key, b);
+        Ok(b)
+    }
+}
+
+fn references(parents: &mut Parents<'_>, m: &Mark, out: &mut Vec<Mark>) -> Result<()> {
     let ns = m.node.namespace.as_str();
-    let root = tx.root();
     match m.node.kind {
         ResourceKind::Content => {
             if m.flat {
                 return Ok(());
             }
-            let path = [SCHEMA, ns.as_bytes(), CONTENT, BLOB, m.node.key.as_bytes()];
-            if let Some(b) = get_path(root, &path)? {
-                label_refs(ns, b, out, false)?;
+            if let Some(p) = parents.get(ResourceKind::Content, ns, "")? {
+                if let Some(b) = p.bucket(m.node.key.as_bytes()).b()? {
+                    label_refs(ns, b, out, false)?;
+                }
             }
         }
         ResourceKind::Snapshot => {
@@ -287,14 +316,10 @@ fn references(tx: &ReadTx, m: &Mark, out: &mut Vec<Mark>) -> Result<()> {
                     m.node.key
                 )));
             };
-            let path = [
-                SCHEMA,
-                ns.as_bytes(),
-                SNAPSHOTS,
-                ss.as_bytes(),
-                key.as_bytes(),
-            ];
-            if let Some(b) = get_path(root, &path)? {
+            let Some(p) = parents.get(ResourceKind::Snapshot, ns, ss)? else {
+                return Ok(());
+            };
+            if let Some(b) = p.bucket(key.as_bytes()).b()? {
                 if let Some(p) = b.get(PARENT).b()?.filter(|p| !p.is_empty()) {
                     out.push(Mark {
                         node: node(ResourceKind::Snapshot, ns, format!("{ss}/{}", lossy(p))),
@@ -307,19 +332,14 @@ fn references(tx: &ReadTx, m: &Mark, out: &mut Vec<Mark>) -> Result<()> {
             }
         }
         ResourceKind::Ingest => {
-            let path = [
-                SCHEMA,
-                ns.as_bytes(),
-                CONTENT,
-                INGESTS,
-                m.node.key.as_bytes(),
-            ];
-            if let Some(b) = get_path(root, &path)? {
-                if let Some(e) = b.get(EXPECTED).b()?.filter(|e| !e.is_empty()) {
-                    out.push(Mark {
-                        node: node(ResourceKind::Content, ns, lossy(e)),
-                        flat: false,
-                    });
+            if let Some(p) = parents.get(ResourceKind::Ingest, ns, "")? {
+                if let Some(b) = p.bucket(m.node.key.as_bytes()).b()? {
+                    if let Some(e) = b.get(EXPECTED).b()?.filter(|e| !e.is_empty()) {
+                        out.push(Mark {
+                            node: node(ResourceKind::Content, ns, lossy(e)),
+                            flat: false,
+                        });
+                    }
                 }
             }
         }
@@ -334,10 +354,14 @@ fn mark(tx: &ReadTx, now: SystemTime) -> Result<HashSet<Node>> {
     let mut seen: HashSet<Mark> = HashSet::new();
     let mut reachable = HashSet::new();
     let mut refs = Vec::new();
+    let mut parents = Parents {
+        root: tx.root(),
+        cache: HashMap::new(),
+    };
     while let Some(m) = grays.pop() {
         seen.insert(m.clone());
         refs.clear();
-        references(tx, &m, &mut refs)?;
+        references(&mut parents, &m, &mut refs)?;
         for r in refs.drain(..) {
             if !seen.contains(&r) {
                 grays.push(r);
@@ -392,12 +416,20 @@ fn bucket_names_opt(b: Option<Bucket<'_>>) -> Result<Vec<Vec<u8>>> {
     }
 }
 
-fn remove(tx: &mut WriteTx, n: &Node) -> Result<()> {
-    let ns = n.namespace.as_bytes();
-    let (parent, name): (Vec<&[u8]>, &[u8]) = match n.kind {
-        ResourceKind::Content => (vec![SCHEMA, ns, CONTENT, BLOB], n.key.as_bytes()),
-        ResourceKind::Ingest => (vec![SCHEMA, ns, CONTENT, INGESTS], n.key.as_bytes()),
-        ResourceKind::Lease => (vec![SCHEMA, ns, LEASES], n.key.as_bytes()),
+/// The parent bucket path and the child name of a node's record.
+fn location(n: &Node) -> Result<(Vec<Vec<u8>>, Vec<u8>)> {
+    let ns = n.namespace.as_bytes().to_vec();
+    let owned = |p: &[&[u8]]| p.iter().map(|s| s.to_vec()).collect::<Vec<_>>();
+    Ok(match n.kind {
+        ResourceKind::Content => (
+            owned(&[SCHEMA, &ns, CONTENT, BLOB]),
+            n.key.as_bytes().to_vec(),
+        ),
+        ResourceKind::Ingest => (
+            owned(&[SCHEMA, &ns, CONTENT, INGESTS]),
+            n.key.as_bytes().to_vec(),
+        ),
+        ResourceKind::Lease => (owned(&[SCHEMA, &ns, LEASES]), n.key.as_bytes().to_vec()),
         ResourceKind::Snapshot => {
             let Some((ss, key)) = n.key.split_once('/') else {
                 return Err(Error::data_loss(format!(
@@ -405,11 +437,28 @@ fn remove(tx: &mut WriteTx, n: &Node) -> Result<()> {
                     n.key
                 )));
             };
-            (vec![SCHEMA, ns, SNAPSHOTS, ss.as_bytes()], key.as_bytes())
+            (
+                owned(&[SCHEMA, &ns, SNAPSHOTS, ss.as_bytes()]),
+                key.as_bytes().to_vec(),
+            )
         }
-    };
-    if let Some(mut b) = open_path(tx, &parent)? {
-        b.delete_bucket(name).b()?;
+    })
+}
+
+/// Deletes the records of `nodes`, opening each parent bucket once.
+fn remove_all(tx: &mut WriteTx, nodes: &[Node]) -> Result<()> {
+    let mut by_parent: BTreeMap<Vec<Vec<u8>>, Vec<Vec<u8>>> = BTreeMap::new();
+    for n in nodes {
+        let (parent, name) = location(n)?;
+        by_parent.entry(parent).or_default().push(name);
+    }
+    for (parent, names) in by_parent {
+        let path: Vec<&[u8]> = parent.iter().map(Vec::as_slice).collect();
+        if let Some(mut b) = open_path(tx, &path)? {
+            for name in names {
+                b.delete_bucket(&name).b()?;
+            }
+        }
     }
     Ok(())
 }
@@ -425,14 +474,13 @@ impl Db {
                 let tx = self.read()?;
                 mark(&tx, SystemTime::now())?
             };
+            stats.mark_duration = t0.elapsed();
             let removed = self.update_locked(|tx| {
-                let mut removed = Vec::new();
-                for n in scan_all(tx)? {
-                    if !marked.contains(&n) {
-                        remove(tx, &n)?;
-                        removed.push(n);
-                    }
-                }
+                let removed: Vec<Node> = scan_all(tx)?
+                    .into_iter()
+                    .filter(|n| !marked.contains(n))
+                    .collect();
+                remove_all(tx, &removed)?;
                 Ok(removed)
             })?;
             let mut dirty = self

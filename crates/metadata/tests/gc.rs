@@ -363,3 +363,40 @@ fn snapshots_containers_chains_and_backend_removal() {
         .unwrap();
     assert_eq!(backend_keys, ["ns/11/kept-root"]);
 }
+
+#[test]
+fn a_pull_in_progress_under_a_lease_survives_collection() {
+    let e = env(false);
+    e.db.leases("ns")
+        .unwrap()
+        .create("pull", &Labels::new())
+        .unwrap();
+    let cs = e.db.content_store("ns", Some("pull")).unwrap();
+    // A committed layer and a half-written one, as a pull leaves them mid-way.
+    let data = "layer bytes";
+    let mut h = Digester::sha256();
+    h.update(data.as_bytes());
+    let layer = h.finish();
+    let desc = Descriptor::new("application/octet-stream", layer.clone(), data.len() as u64);
+    write_blob(&cs, "layer", &mut data.as_bytes(), &desc, Labels::new()).unwrap();
+    let mut w = cs.writer(WriterOptions::with_ref("partial")).unwrap();
+    std::io::Write::write_all(&mut w, b"half").unwrap();
+    drop(w);
+    for _ in 0..2 {
+        e.db.collect().unwrap();
+        assert!(cs.info(&layer).is_ok());
+        assert_eq!(cs.status("partial").unwrap().offset, 4);
+    }
+    // The pull ends without an image: releasing the lease frees everything.
+    e.db.leases("ns").unwrap().delete_sync("pull").unwrap();
+    assert_eq!(cs.info(&layer).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        cs.status("partial").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        e.backend.info(&layer).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(e.backend.list_statuses(&[]).unwrap().is_empty());
+}

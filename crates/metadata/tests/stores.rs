@@ -406,3 +406,61 @@ fn leases_and_resources() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_half_written() {
+    let (_d, db) = open();
+    for bad in ["", "a b", "-lead", "trail.", &"x".repeat(77)] {
+        assert_eq!(
+            db.images(bad).unwrap_err().kind(),
+            ErrorKind::InvalidArgument,
+            "{bad:?}"
+        );
+        assert!(db.containers(bad).is_err() && db.leases(bad).is_err());
+    }
+    let images = db.images("default").unwrap();
+    let mut img = Image::new("img", target(1, INDEX));
+    img.labels = labels(&[("keep", "me")]);
+    let before = images.create(img).unwrap();
+    // A failing update (a later path is invalid) changes nothing, not even the earlier paths.
+    let mut upd = Image::new("img", target(2, INDEX));
+    upd.labels = labels(&[("new", "x")]);
+    let err = images
+        .update(upd.clone(), &["labels.new".into(), "bogus".into()])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(images.get("img").unwrap(), before);
+    // A target that fails validation is refused whole.
+    upd.target.size = 0;
+    assert_eq!(
+        images.update(upd, &["target".into()]).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(images.get("img").unwrap(), before);
+    // Labels over the limit on update.
+    let mut big = Image::new("img", target(1, INDEX));
+    big.labels = labels(&[("k", &"v".repeat(5000))]);
+    assert_eq!(
+        images.update(big, &["labels.k".into()]).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(images.get("img").unwrap(), before);
+    // Malformed filters name the problem.
+    for f in ["name==", "labels.\"unterminated", "name~=(["] {
+        let err = images.list(&[f.to_string()]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{f}: {err}");
+    }
+    let err = db
+        .leases("default")
+        .unwrap()
+        .list(&["id==a,,".into()])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    // A failed namespace label update leaves the old labels.
+    db.create_namespace("n1", &labels(&[("a", "1")])).unwrap();
+    let err = db
+        .update_namespace("n1", &labels(&[("a", &"v".repeat(5000))]), &[])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(db.namespace_labels("n1").unwrap(), labels(&[("a", "1")]));
+}
