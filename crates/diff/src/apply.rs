@@ -164,7 +164,15 @@ impl<'o> Applier<'o> {
             }
         }
         if let Some(set) = &mut self.unpacked {
-            set.insert(parent.path().join(sys::os(base)));
+            // Directories the entry implied count as this layer's too, so an opaque marker
+            // listed later does not remove them with the entry inside.
+            let path = parent.path().join(sys::os(base));
+            for ancestor in path.ancestors().skip(1) {
+                if ancestor.as_os_str().is_empty() || !set.insert(ancestor.to_path_buf()) {
+                    break;
+                }
+            }
+            set.insert(path);
         }
         Ok(())
     }

@@ -76,7 +76,23 @@ struct Pax {
     mtime: Option<Time>,
     atime: Option<Time>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    sparse_major: Option<Vec<u8>>,
+    sparse: PaxSparse,
+}
+
+/// The `GNU.sparse.*` records of GNU tar's PAX sparse formats 0.0, 0.1 and 1.0.
+#[derive(Default)]
+struct PaxSparse {
+    any: bool,
+    major: Option<u64>,
+    minor: Option<u64>,
+    name: Option<Vec<u8>>,
+    /// `GNU.sparse.realsize` (1.0) or `GNU.sparse.size` (0.x).
+    real_size: Option<u64>,
+    /// `GNU.sparse.map` (0.1): `offset,length,offset,length...`.
+    map: Option<Vec<u8>>,
+    /// Repeated `GNU.sparse.offset` / `GNU.sparse.numbytes` records (0.0), in order.
+    offsets: Vec<u64>,
+    lengths: Vec<u64>,
 }
 
 /// Parses a PAX decimal time `secs[.frac]` (may be negative).
@@ -149,8 +165,21 @@ impl Pax {
                     })?)
                 }
                 "atime" => self.atime = parse_pax_time(value),
-                "GNU.sparse.major" | "GNU.sparse.map" | "GNU.sparse.numblocks" => {
-                    self.sparse_major = Some(key.as_bytes().to_vec())
+                k if k.starts_with("GNU.sparse.") => {
+                    let sp = &mut self.sparse;
+                    sp.any = true;
+                    match k {
+                        "GNU.sparse.major" => sp.major = Some(parse_pax_u64(k, value)?),
+                        "GNU.sparse.minor" => sp.minor = Some(parse_pax_u64(k, value)?),
+                        "GNU.sparse.name" => sp.name = Some(value.to_vec()),
+                        "GNU.sparse.realsize" | "GNU.sparse.size" => {
+                            sp.real_size = Some(parse_pax_u64(k, value)?)
+                        }
+                        "GNU.sparse.map" => sp.map = Some(value.to_vec()),
+                        "GNU.sparse.offset" => sp.offsets.push(parse_pax_u64(k, value)?),
+                        "GNU.sparse.numbytes" => sp.lengths.push(parse_pax_u64(k, value)?),
+                        _ => {}
+                    }
                 }
                 _ => {
                     if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
@@ -288,8 +317,10 @@ impl EntryReader {
                 _ => {}
             }
             let name = pax
-                .path
+                .sparse
+                .name
                 .take()
+                .or(pax.path.take())
                 .or(long_name.take())
                 .unwrap_or_else(|| header.path_bytes().into_owned());
             let link = pax.linkpath.take().or(long_link.take()).unwrap_or_else(|| {
@@ -303,6 +334,8 @@ impl EntryReader {
                 bad(format!("tar entry {name_str:?}: invalid {what}: {e}"))
             };
             let kind = match typeflag {
+                // Pre-POSIX archives marked directories only by the trailing slash.
+                0 if name.ends_with(b"/") => Kind::Directory,
                 b'0' | 0 | b'7' | b'S' => Kind::Regular,
                 b'1' => Kind::Hardlink,
                 b'2' => Kind::Symlink,
@@ -317,12 +350,7 @@ impl EntryReader {
                     )))
                 }
             };
-            if pax.sparse_major.is_some() {
-                return Err(Error::not_implemented(format!(
-                    "tar entry {name_str:?}: PAX sparse files are not supported"
-                )));
-            }
-            let size = match pax.size {
+            let mut size = match pax.size {
                 Some(s) => s,
                 None => size,
             };
@@ -359,6 +387,10 @@ impl EntryReader {
             let atime = pax.atime;
             let (sparse, real_size) = if typeflag == b'S' {
                 let (map, real) = read_gnu_sparse(stream, header, size, &name_str)?;
+                (Some(map), real)
+            } else if pax.sparse.any && kind == Kind::Regular {
+                let (map, real, map_bytes) = read_pax_sparse(stream, &pax.sparse, size, &name_str)?;
+                size -= map_bytes;
                 (Some(map), real)
             } else {
                 (None, size)
@@ -434,25 +466,128 @@ fn read_gnu_sparse(
         }
         extended = ext.is_extended();
     }
-    // Segments must be in order, not overlap, lie within the file and add up to the stored data.
+    check_sparse_map(&map, real, stored).map_err(err)?;
+    Ok((map, real))
+}
+
+/// Reads the sparse map of a PAX sparse entry. Format 1.0 keeps the map at the start of the
+/// entry's data (decimal numbers, one per line, padded to a block); 0.1 has it in
+/// `GNU.sparse.map`; 0.0 in repeated offset/numbytes records. Returns the segments, the real
+/// size and how many bytes of the entry's data the map took.
+fn read_pax_sparse(
+    stream: &mut LayerStream<'_>,
+    sp: &PaxSparse,
+    stored: u64,
+    name: &str,
+) -> Result<(Vec<(u64, u64)>, u64, u64)> {
+    let err = |what: String| {
+        bad(format!(
+            "tar entry {name:?}: invalid PAX sparse map: {what}"
+        ))
+    };
+    let real = sp
+        .real_size
+        .ok_or_else(|| err("no GNU.sparse.realsize or GNU.sparse.size".into()))?;
+    let numbers = |text: &[u8], sep: u8| -> Result<Vec<u64>> {
+        text.split(|&b| b == sep)
+            .map(|n| {
+                std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| err(format!("bad number {:?}", String::from_utf8_lossy(n))))
+            })
+            .collect()
+    };
+    let pairs = |nums: Vec<u64>| -> Result<Vec<(u64, u64)>> {
+        if nums.len() % 2 != 0 || nums.len() / 2 > MAX_SPARSE {
+            return Err(err("odd or excessive number of map values".into()));
+        }
+        Ok(nums.chunks(2).map(|c| (c[0], c[1])).collect())
+    };
+    let (map, map_bytes) = match (sp.major, sp.minor) {
+        (Some(1), Some(0)) => {
+            // Whole blocks, until the count line and all its pairs are complete lines.
+            let mut text = Vec::new();
+            let mut consumed = 0u64;
+            loop {
+                if consumed + BLOCK as u64 > stored || consumed > MAX_SPECIAL {
+                    return Err(err("map runs past the entry's data".into()));
+                }
+                let mut block = [0u8; BLOCK];
+                if stream.read_full(&mut block)? != BLOCK {
+                    return Err(Error::out_of_range(format!(
+                        "tar entry {name:?}: layer ends inside a sparse map"
+                    )));
+                }
+                consumed += BLOCK as u64;
+                text.extend_from_slice(&block);
+                let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+                // The last piece has no newline yet.
+                let complete = &lines[..lines.len() - 1];
+                let Some(first) = complete.first() else {
+                    continue;
+                };
+                let count = numbers(first, b'\n')?[0];
+                if count > MAX_SPARSE as u64 {
+                    return Err(err("too many segments".into()));
+                }
+                let want = 1 + 2 * count as usize;
+                if complete.len() >= want {
+                    let nums = complete[1..want]
+                        .iter()
+                        .map(|n| numbers(n, b'\n').map(|v| v[0]))
+                        .collect::<Result<Vec<u64>>>()?;
+                    break (pairs(nums)?, consumed);
+                }
+            }
+        }
+        _ => {
+            if let Some(m) = &sp.map {
+                let nums = if m.is_empty() {
+                    Vec::new()
+                } else {
+                    numbers(m, b',')?
+                };
+                (pairs(nums)?, 0)
+            } else {
+                if sp.offsets.len() != sp.lengths.len() {
+                    return Err(err("offset and numbytes records do not pair up".into()));
+                }
+                (
+                    sp.offsets
+                        .iter()
+                        .copied()
+                        .zip(sp.lengths.iter().copied())
+                        .collect(),
+                    0,
+                )
+            }
+        }
+    };
+    check_sparse_map(&map, real, stored - map_bytes).map_err(err)?;
+    Ok((map, real, map_bytes))
+}
+
+/// Segments must be in order, not overlap, lie within the file and add up to the stored data.
+fn check_sparse_map(map: &[(u64, u64)], real: u64, stored: u64) -> std::result::Result<(), String> {
     let mut end = 0u64;
     let mut total = 0u64;
-    for &(off, len) in &map {
+    for &(off, len) in map {
         if off < end {
-            return Err(err("segments out of order or overlapping".into()));
+            return Err("segments out of order or overlapping".into());
         }
         end = off
             .checked_add(len)
             .filter(|&e| e <= real)
-            .ok_or_else(|| err("segment past the end of the file".into()))?;
+            .ok_or_else(|| "segment past the end of the file".to_string())?;
         total += len;
     }
     if total != stored {
-        return Err(err(format!(
+        return Err(format!(
             "segments hold {total} bytes but the entry stores {stored}"
-        )));
+        ));
     }
-    Ok((map, real))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -292,6 +292,7 @@ fn upper() -> Vec<u8> {
         .file("late/new", 0o644, b"new")
         .dir("late/kept/", 0o755)
         .file("late/kept/mine", 0o644, b"mine")
+        .file("late/implied/y", 0o644, b"y")
         .whiteout("late/.wh..wh..opq")
         .finish()
 }
@@ -301,12 +302,14 @@ fn whiteouts_and_opaque_directories_delete() {
     let dir = tempfile::tempdir().unwrap();
     apply(&lower(), dir.path(), &ApplyOptions::default()).unwrap();
     let res = apply(&upper(), dir.path(), &ApplyOptions::default()).unwrap();
-    assert_eq!(res.entries, 10);
+    assert_eq!(res.entries, 11);
     let names = names(dir.path());
     let want = [
         "a",
         "a/keep",
         "late",
+        "late/implied",
+        "late/implied/y",
         "late/kept",
         "late/kept/mine",
         "late/new",
