@@ -418,6 +418,9 @@ impl EntryReader {
     }
 }
 
+/// Data segments `(offset, length)` of a sparse file.
+type SparseMap = Vec<(u64, u64)>;
+
 /// Reads the old GNU sparse map of a `S` entry: the four slots in the header, then as many
 /// 512-byte extension blocks as flagged. Returns the data segments and the real file size.
 fn read_gnu_sparse(
@@ -425,7 +428,7 @@ fn read_gnu_sparse(
     header: &tar::Header,
     stored: u64,
     name: &str,
-) -> Result<(Vec<(u64, u64)>, u64)> {
+) -> Result<(SparseMap, u64)> {
     let err = |what: String| {
         bad(format!(
             "tar entry {name:?}: invalid GNU sparse map: {what}"
@@ -479,7 +482,7 @@ fn read_pax_sparse(
     sp: &PaxSparse,
     stored: u64,
     name: &str,
-) -> Result<(Vec<(u64, u64)>, u64, u64)> {
+) -> Result<(SparseMap, u64, u64)> {
     let err = |what: String| {
         bad(format!(
             "tar entry {name:?}: invalid PAX sparse map: {what}"
