@@ -81,6 +81,9 @@ pub(crate) struct Ctx {
     freed_set: HashSet<u64>,
     out_start: u64,
     out: Vec<u8>,
+    /// Current length of the file, and its length when the transaction began.
+    file_len: u64,
+    begin_file_len: u64,
 }
 
 impl Ctx {
@@ -130,11 +133,50 @@ impl Ctx {
         s
     }
 
+    /// The size bbolt grows a file to when `end` bytes are needed: the mapping size while
+    /// under 16 MiB, then 16 MiB beyond what is needed.
+    fn grow_target(&self, end: u64) -> u64 {
+        let map_len = mmap_size(end.max(self.map.bytes().len() as u64), self.ps as u64);
+        if map_len < ALLOC_STEP {
+            map_len
+        } else {
+            end + ALLOC_STEP
+        }
+    }
+
+    /// Extends the file to `target` bytes and fsyncs, so the size is durable before any
+    /// page in the new space is referenced (bbolt does the same).
+    fn set_file_len(&mut self, target: u64) -> Result<()> {
+        let inner = &self.inner;
+        inner
+            .file
+            .set_len(target)
+            .map_err(|e| Error::io(format!("grow {} to {target}", inner.path.display()), e))?;
+        if !inner.opts.no_sync {
+            inner
+                .file
+                .sync_all()
+                .map_err(|e| Error::io(format!("fsync {}", inner.path.display()), e))?;
+        }
+        self.file_len = target;
+        Ok(())
+    }
+
+    /// Grows the file before pages are written past its end, so writes stay inside it.
+    fn ensure_len(&mut self, end: u64) -> Result<()> {
+        if end > self.file_len {
+            self.set_file_len(self.grow_target(end))?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
         let off = self.out_start * self.ps as u64;
+        // One page of slack beyond the written end, as bbolt grows to (high-water + 1) pages.
+        self.ensure_len(off + (self.out.len() + self.ps) as u64)?;
         self.inner
             .file
             .write_all_at(&self.out, off)
@@ -775,7 +817,6 @@ pub struct WriteTx {
     ctx: Ctx,
     root: BucketState,
     meta: Meta,
-    file_len: u64,
     done: bool,
 }
 
@@ -809,6 +850,8 @@ impl WriteTx {
                 freed_set: HashSet::new(),
                 out_start: 0,
                 out: Vec::new(),
+                file_len,
+                begin_file_len: file_len,
             },
             root: BucketState {
                 root_pgid: meta.root,
@@ -816,7 +859,6 @@ impl WriteTx {
                 ..BucketState::default()
             },
             meta,
-            file_len,
             done: false,
         }
     }
@@ -902,24 +944,21 @@ impl WriteTx {
         meta.txid = txid;
         ctx.flush()?;
 
-        // Grow the file the way bbolt does, so file sizes match Go's.
+        // bbolt keeps one page of slack beyond the high-water mark; so do we, so file
+        // sizes match Go's.
         let needed = (meta.pgid + 1) * ps as u64;
+        // Go grows once per commit, to grow_target(needed); our writes may have grown the
+        // file in steps already, which only ever stay below that, so finish at the same size.
+        if needed > ctx.begin_file_len {
+            let target = ctx.grow_target(needed);
+            if target > ctx.file_len {
+                ctx.set_file_len(target)?;
+            }
+        }
+        let file_len = ctx.file_len;
         let mut map_len = ctx.map.bytes().len() as u64;
         if needed >= map_len {
             map_len = mmap_size(needed, ps as u64);
-        }
-        let mut file_len = self.file_len;
-        if needed > file_len {
-            let target = if map_len < ALLOC_STEP {
-                map_len
-            } else {
-                needed + ALLOC_STEP
-            };
-            inner
-                .file
-                .set_len(target)
-                .map_err(|e| Error::io(format!("grow {} to {target}", inner.path.display()), e))?;
-            file_len = target;
         }
         inner.sync()?;
         let new_map = if map_len > ctx.map.bytes().len() as u64 {
