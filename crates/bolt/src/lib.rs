@@ -21,6 +21,35 @@
 //!   snapshot's high-water mark and the file, tree depth is capped (a cycle in the page
 //!   graph is an error), and meta pages are checksummed.
 //!
+//! # Example
+//! ```
+//! use stowage_bolt::{Db, Error, Options};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let db = Db::open(dir.path().join("meta.db"), Options::default())?;
+//! db.update::<_, Error>(|tx| {
+//!     let mut v1 = tx.create_bucket_if_not_exists(b"v1")?;
+//!     let mut ns = v1.create_bucket_if_not_exists(b"default")?;
+//!     ns.put(b"key", b"value")?;
+//!     ns.next_sequence()?;
+//!     Ok(())
+//! })?;
+//! let tx = db.begin_read()?;
+//! let ns = tx.bucket(b"v1")?.unwrap().bucket(b"default")?.unwrap();
+//! assert_eq!(ns.get(b"key")?, Some(&b"value"[..]));
+//! assert_eq!(ns.sequence(), 1);
+//! let mut c = tx.bucket(b"v1")?.unwrap().cursor();
+//! assert_eq!(c.first()?, Some((&b"default"[..], None))); // a bucket: key, no value
+//! tx.check()?;
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Differences from Go's API
+//! - Handles borrow: a [`BucketMut`] borrows its [`WriteTx`] mutably, so one bucket is
+//!   written at a time; [`BucketMut::into_bucket_mut`] walks a path of nested buckets.
+//! - Cursors are read-only (no `Cursor.Delete`); collect keys, then delete them.
+//! - Cursor moves and gets return `Result`: a damaged file is an error, never a panic.
+//! - `lock_timeout` defaults to failing at once instead of waiting forever.
+//!
 //! The crate is standalone: it has its own [`Error`] (it does not depend on
 //! `stowage-core-types`), which callers map to their error kinds.
 

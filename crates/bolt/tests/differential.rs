@@ -205,3 +205,62 @@ fn modify_then_delete_buckets() {
         "10 parents with 3 children left"
     );
 }
+
+/// Files without a synced freelist (`meta.freelist` = all ones), written by either engine
+/// and continued by the other.
+#[test]
+fn no_freelist_sync_files_both_ways() {
+    let Some(go) = gobolt() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = random_script(300, 10, 40);
+    let second: Vec<Op> = random_script(301, 10, 40)
+        .into_iter()
+        .map(|op| prefix_op(op, 1))
+        .collect();
+    let opts = stowage_bolt::Options {
+        no_sync: true,
+        no_freelist_sync: true,
+        ..stowage_bolt::Options::default()
+    };
+
+    let ours = dir.path().join("ours.db");
+    let db = Db::open(&ours, opts.clone()).expect("open");
+    apply_rust(&db, &first).expect("apply");
+    drop(db);
+    let meta_freelist = |p: &std::path::Path| {
+        let b = std::fs::read(p).unwrap();
+        let m = |i: usize| {
+            let o = i * 4096 + 16;
+            let txid = u64::from_le_bytes(b[o + 48..o + 56].try_into().unwrap());
+            (
+                txid,
+                u64::from_le_bytes(b[o + 32..o + 40].try_into().unwrap()),
+            )
+        };
+        let (a, c) = (m(0), m(1));
+        if a.0 > c.0 {
+            a.1
+        } else {
+            c.1
+        }
+    };
+    assert_eq!(meta_freelist(&ours), u64::MAX, "no freelist written");
+    assert_eq!(dump_rust(&ours), go_dump(&go, &ours));
+    go_apply_with(&go, &ours, &second, false);
+    assert_eq!(dump_rust(&ours), go_dump(&go, &ours));
+
+    let theirs = dir.path().join("theirs.db");
+    go_apply_with(&go, &theirs, &first, true);
+    assert_eq!(meta_freelist(&theirs), u64::MAX, "Go wrote no freelist");
+    let db = Db::open(&theirs, nosync()).expect("open Go's file");
+    apply_rust(&db, &second).expect("apply on Go's file");
+    drop(db);
+    assert_ne!(
+        meta_freelist(&theirs),
+        u64::MAX,
+        "we write a freelist by default"
+    );
+    let view = go_dump(&go, &theirs);
+    assert_eq!(dump_rust(&theirs), view);
+    assert_eq!(dump_rust(&ours), view, "same scripts, same content");
+}

@@ -296,13 +296,26 @@ pub fn go_dump(bin: &Path, path: &Path) -> String {
 
 /// Applies a script with Go bbolt.
 pub fn go_apply(bin: &Path, path: &Path, ops: &[Op]) {
+    go_apply_with(bin, path, ops, false)
+}
+
+/// Applies a script with Go bbolt, optionally with `NoFreelistSync`.
+pub fn go_apply_with(bin: &Path, path: &Path, ops: &[Op], no_freelist_sync: bool) {
     let script = path.with_extension("script");
     std::fs::write(&script, to_script(ops)).expect("write script");
-    let (ok, _, err) = run_go(
-        bin,
-        &["apply".as_ref(), path.as_os_str(), script.as_os_str()],
+    let out = Command::new(bin)
+        .args(["apply".as_ref(), path.as_os_str(), script.as_os_str()])
+        .env(
+            "GOBOLT_NO_FREELIST_SYNC",
+            if no_freelist_sync { "1" } else { "0" },
+        )
+        .output()
+        .expect("run gobolt");
+    assert!(
+        out.status.success(),
+        "Go bbolt apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(ok, "Go bbolt apply failed: {err}");
 }
 
 #[derive(Clone, Default)]

@@ -2,7 +2,8 @@
 //
 //	gobolt dump <db>            print every bucket, key and value (hex), then run tx.Check
 //	gobolt check <db>           run tx.Check only
-//	gobolt apply <db> <script>  apply a script of operations (see ops below)
+//	gobolt apply <db> <script>  apply a script of operations (see ops below); with
+//	                            GOBOLT_NO_FREELIST_SYNC=1 the freelist is not written
 //	gobolt bench <dir> <singles> <gets> <bulk1> <bulk2>
 //	gobolt singles <db> <from> <n>  n fsync'd single-put transactions, keys from..from+n
 //
@@ -133,7 +134,8 @@ func bucketAt(tx *bolt.Tx, p string) *bolt.Bucket {
 }
 
 func cmdApply(path, script string) {
-	db, err := bolt.Open(path, 0600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	db, err := bolt.Open(path, 0600, &bolt.Options{Timeout: time.Second, NoSync: true,
+		NoFreelistSync: os.Getenv("GOBOLT_NO_FREELIST_SYNC") == "1"})
 	if err != nil {
 		die("open %s: %v", path, err)
 	}
