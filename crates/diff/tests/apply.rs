@@ -404,3 +404,39 @@ fn hardlink_targets_must_exist() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("\"h\""), "{err}");
 }
+
+#[test]
+fn files_in_setgid_directories_get_the_owner_the_layer_says() {
+    if !need_root("setgid inheritance test (chown)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layer = Layer::new()
+        .file("g/early", 0o644, b"e")
+        .raw(
+            {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o2775);
+                h.set_uid(0);
+                h.set_gid(50);
+                h.set_mtime(T0);
+                h
+            },
+            "g/",
+            None,
+            &[],
+        )
+        // The kernel gives new files in a setgid directory the directory's group; the layer
+        // says group 0, so the applier must notice and chown.
+        .file("g/late", 0o644, b"l")
+        .dir("g/sub/", 0o755)
+        .finish();
+    apply(&layer, dir.path(), &ApplyOptions::default()).unwrap();
+    let t = tree(dir.path());
+    assert_eq!((t["g"].mode, t["g"].gid), (0o2775, 50));
+    assert_eq!(t["g/early"].gid, 0);
+    assert_eq!(t["g/late"].gid, 0);
+    // A subdirectory would inherit setgid too; the layer says 0755.
+    assert_eq!((t["g/sub"].mode, t["g/sub"].gid), (0o755, 0));
+}
