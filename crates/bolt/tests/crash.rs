@@ -14,37 +14,78 @@ use stowage_bolt::{Db, Error, Options};
 
 const CHILD_ENV: &str = "STOWAGE_BOLT_CRASH_CHILD";
 
-/// The deterministic changes of transaction `i` (puts with `Some`, deletes with `None`).
-fn tx_ops(i: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+/// One change of a scripted transaction.
+enum Change {
+    Put(Vec<u8>, Vec<u8>),
+    Del(Vec<u8>),
+    /// Replace nested bucket `nest/<name>` by a fresh one holding `n` keys.
+    NewBucket(Vec<u8>, u64),
+    DropBucket(Vec<u8>),
+}
+
+/// The deterministic changes of transaction `i`: mostly small, every 10th one large
+/// (thousands of puts, so commits take long enough to be killed in the middle), plus
+/// nested buckets created and dropped.
+fn tx_ops(i: u64) -> Vec<Change> {
     let mut r = Rng::new(i);
     let mut ops = Vec::new();
-    for _ in 0..1 + r.below(20) {
-        let k = r.below(3000).to_be_bytes().to_vec();
+    let n = if i % 10 == 0 { 3000 } else { 1 + r.below(20) };
+    for _ in 0..n {
+        let k = r.below(5000).to_be_bytes().to_vec();
         if r.chance(25) {
-            ops.push((k, None));
+            ops.push(Change::Del(k));
         } else {
-            let len = if r.chance(5) {
+            let len = if r.chance(3) {
                 5000 + r.below(20000)
             } else {
                 r.below(300)
             } as usize;
-            ops.push((k, Some(vec![i as u8; len])));
+            ops.push(Change::Put(k, vec![i as u8; len]));
+        }
+    }
+    if i % 3 == 0 {
+        let name = format!("s{}", r.below(6)).into_bytes();
+        if r.chance(50) {
+            ops.push(Change::NewBucket(name, r.below(400)));
+        } else {
+            ops.push(Change::DropBucket(name));
         }
     }
     ops
 }
 
-fn model(n: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut m = BTreeMap::new();
+type State = (
+    BTreeMap<Vec<u8>, Vec<u8>>,
+    BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>,
+);
+
+fn bucket_keys(n: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    (0..n)
+        .map(|j| (j.to_be_bytes().to_vec(), vec![j as u8; 40]))
+        .collect()
+}
+
+fn model(n: u64) -> State {
+    let (mut data, mut nest) = (BTreeMap::new(), BTreeMap::new());
     for i in 1..=n {
-        for (k, v) in tx_ops(i) {
-            match v {
-                Some(v) => m.insert(k, v),
-                None => m.remove(&k),
-            };
+        for c in tx_ops(i) {
+            match c {
+                Change::Put(k, v) => {
+                    data.insert(k, v);
+                }
+                Change::Del(k) => {
+                    data.remove(&k);
+                }
+                Change::NewBucket(name, n) => {
+                    nest.insert(name, bucket_keys(n));
+                }
+                Change::DropBucket(name) => {
+                    nest.remove(&name);
+                }
+            }
         }
     }
-    m
+    (data, nest)
 }
 
 /// Runs as the killed writer when the test binary is re-executed with CHILD_ENV set.
@@ -70,11 +111,33 @@ fn crash_child_entry() {
         db.update::<_, Error>(|tx| {
             tx.create_bucket_if_not_exists(b"meta")?
                 .put(b"n", &n.to_be_bytes())?;
+            let ops = tx_ops(n);
             let mut d = tx.create_bucket_if_not_exists(b"data")?;
-            for (k, v) in tx_ops(n) {
-                match v {
-                    Some(v) => d.put(&k, &v)?,
-                    None => d.delete(&k)?,
+            for c in &ops {
+                match c {
+                    Change::Put(k, v) => d.put(k, v)?,
+                    Change::Del(k) => d.delete(k)?,
+                    _ => {}
+                }
+            }
+            let mut nest = tx.create_bucket_if_not_exists(b"nest")?;
+            for c in &ops {
+                match c {
+                    Change::NewBucket(name, count) => {
+                        if nest.bucket(name)?.is_some() {
+                            nest.delete_bucket(name)?;
+                        }
+                        let mut b = nest.create_bucket(name)?;
+                        for (k, v) in bucket_keys(*count) {
+                            b.put(&k, &v)?;
+                        }
+                    }
+                    Change::DropBucket(name) => {
+                        if nest.bucket(name)?.is_some() {
+                            nest.delete_bucket(name)?;
+                        }
+                    }
+                    _ => {}
                 }
             }
             Ok(())
@@ -92,7 +155,7 @@ fn sigkill_at_random_points_leaves_a_committed_prefix() {
     let mut r = Rng::new(42);
     let mut last_acked = 0u64;
     let started = Instant::now();
-    for round in 0..25 {
+    for round in 0..30 {
         let mut child = Command::new(&exe)
             .args([
                 "crash_child_entry",
@@ -119,7 +182,7 @@ fn sigkill_at_random_points_leaves_a_committed_prefix() {
         if let Ok(n) = rx.recv_timeout(Duration::from_secs(30)) {
             last_acked = last_acked.max(n);
         }
-        std::thread::sleep(Duration::from_millis(r.below(60)));
+        std::thread::sleep(Duration::from_millis(r.below(80)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
@@ -145,17 +208,36 @@ fn sigkill_at_random_points_leaves_a_committed_prefix() {
             n == last_acked || n == last_acked + 1,
             "round {round}: file holds {n} transactions, writer acknowledged {last_acked}"
         );
-        let want = model(n);
-        let data = tx.bucket(b"data").unwrap().unwrap();
-        let mut got = BTreeMap::new();
-        data.for_each::<Error>(|k, v| {
-            got.insert(k.to_vec(), v.unwrap().to_vec());
+        let (want_data, want_nest) = model(n);
+        let collect = |b: &stowage_bolt::Bucket<'_>| {
+            let mut got = BTreeMap::new();
+            b.for_each::<Error>(|k, v| {
+                got.insert(k.to_vec(), v.expect("plain value").to_vec());
+                Ok(())
+            })
+            .unwrap();
+            got
+        };
+        let data = collect(&tx.bucket(b"data").unwrap().unwrap());
+        assert!(
+            data == want_data,
+            "round {round}: data differs from the state after {n} txs"
+        );
+        let nest = tx.bucket(b"nest").unwrap().unwrap();
+        let mut got_nest = BTreeMap::new();
+        let mut names = Vec::new();
+        nest.for_each::<Error>(|k, v| {
+            assert!(v.is_none(), "nest holds only buckets");
+            names.push(k.to_vec());
             Ok(())
         })
         .unwrap();
+        for name in names {
+            got_nest.insert(name.clone(), collect(&nest.bucket(&name).unwrap().unwrap()));
+        }
         assert!(
-            got == want,
-            "round {round}: contents differ from the state after {n} transactions"
+            got_nest == want_nest,
+            "round {round}: nested buckets differ after {n} txs"
         );
         last_acked = n;
     }
