@@ -132,11 +132,10 @@ fn crash_child_entry() {
                             b.put(&k, &v)?;
                         }
                     }
-                    Change::DropBucket(name) => {
-                        if nest.bucket(name)?.is_some() {
-                            nest.delete_bucket(name)?;
-                        }
-                    }
+                    Change::DropBucket(name) => match nest.delete_bucket(name) {
+                        Ok(()) | Err(Error::BucketNotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    },
                     _ => {}
                 }
             }
