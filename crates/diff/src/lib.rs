@@ -49,6 +49,7 @@
 //! setuid/setgid bits and file capabilities (`chown`, xattrs, `chmod`, times).
 
 mod apply;
+mod compare;
 mod entry;
 pub mod media;
 mod resolve;
@@ -58,6 +59,9 @@ mod sys;
 use std::io::Read;
 use std::path::Path;
 
+pub use compare::{
+    compare, write_diff, write_overlay_diff, CompareOptions, DiffStats, UNCOMPRESSED_LABEL,
+};
 use stowage_core_types::error::{Error, Result};
 pub use stowage_digest_identity::Compression;
 use stowage_digest_identity::{decompressed_reader, Digest};
@@ -90,6 +94,9 @@ pub struct ApplyOptions {
     /// 0755 root. The overlay snapshotter passes its `lowerdir`s, as containerd does, so the
     /// merged view keeps the lower directory's metadata.
     pub parents: Vec<std::path::PathBuf>,
+    /// Checked before every entry: once set, the apply stops with `Canceled` (the daemon sets
+    /// it when the client goes away).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Decompress on a separate thread, overlapping with writing (default: true; plain tar
     /// streams never use a thread).
     pub threaded: bool,
@@ -102,6 +109,7 @@ impl Default for ApplyOptions {
             expected_diff_id: None,
             privileged: sys::effective_ids().0 == 0,
             parents: Vec::new(),
+            cancel: None,
             threaded: true,
         }
     }
@@ -172,8 +180,8 @@ pub fn apply_layer<R: Read + Send>(
             let (mut source, producer) = stream::channel_pair();
             let worker = scope.spawn(move || producer.run(&mut *decoder));
             let result = applier.run(&mut source, compression);
+            let _keep = &source;
             // Hanging up first lets a producer blocked on a full channel exit.
-            drop(source);
             if worker.join().is_err() {
                 return Err(Error::unknown("layer decompression thread panicked"));
             }

@@ -15,10 +15,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 }
 
 fn unsupported(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::ENOTSUP) | Some(libc::ENOSYS)
-    )
+    matches!(err.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
 }
 
 /// Calls `f(buf, len)` with a growing buffer until the value fits (values can grow between
@@ -51,23 +48,6 @@ fn read_sized(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Resul
     }
 }
 
-/// One extended attribute of `path` (not following a final symlink); `None` when absent or
-/// when the filesystem has no xattrs.
-pub(crate) fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let p = c_path(path)?;
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
-    let r = read_sized(|buf, len| {
-        // SAFETY: `p` and `n` are NUL-terminated strings alive for the call, and `buf` is
-        // either null with `len` 0 (size query) or a writable buffer of `len` bytes.
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf, len) as isize }
-    });
-    match r {
-        Err(e) if unsupported(&e) => Ok(None),
-        other => other,
-    }
-}
-
 /// Every extended attribute of `path` (not following a final symlink), sorted by name; empty
 /// when the filesystem has none.
 pub(crate) fn all_xattrs(path: &Path) -> io::Result<Xattrs> {
@@ -83,9 +63,8 @@ pub(crate) fn all_xattrs(path: &Path) -> io::Result<Xattrs> {
     };
     let mut out = Vec::new();
     for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let n = CString::new(name).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, "xattr name contains NUL")
-        })?;
+        let n = CString::new(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name contains NUL"))?;
         let value = read_sized(|buf, len| {
             // SAFETY: as above; `n` comes from the kernel's own list, NUL-terminated here.
             unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf, len) as isize }

@@ -100,7 +100,10 @@ fn pax_entry_name(name: &[u8]) -> Vec<u8> {
         Some(i) if name.len() > i + 1 => &name[..=i],
         _ => name,
     };
-    let split = trimmed.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
+    let split = trimmed
+        .iter()
+        .rposition(|b| *b == b'/')
+        .map_or(0, |i| i + 1);
     let (dir, base) = if trimmed.len() == name.len() {
         (&name[..split], &name[split..])
     } else {
@@ -219,7 +222,7 @@ mod tests {
 
     #[test]
     fn pax_record_length_counts_itself() {
-        assert_eq!(pax_record(b"path", b"a"), b"10 path=a\n");
+        assert_eq!(pax_record(b"path", b"a"), b"9 path=a\n");
         // 90 bytes of value make 99 in all; one more crosses to three digits, which adds one.
         let r = pax_record(b"path", &[b'x'; 90]);
         assert_eq!(r.len(), 99);

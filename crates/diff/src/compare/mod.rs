@@ -78,7 +78,11 @@ pub fn write_diff(lower: &Path, upper: &Path, mut out: impl Write) -> Result<Dif
 ///
 /// Upper directories written with overlayfs' `redirect_dir` or `metacopy` features (which
 /// containerd does not enable) are refused with `NotImplemented`.
-pub fn write_overlay_diff(lower: &Path, upper_dir: &Path, mut out: impl Write) -> Result<DiffStats> {
+pub fn write_overlay_diff(
+    lower: &Path,
+    upper_dir: &Path,
+    mut out: impl Write,
+) -> Result<DiffStats> {
     let mut w = ChangeWriter::new(&mut out, upper_dir);
     walk::overlay_walk(lower, upper_dir, &mut w)?;
     w.finish()?;
@@ -116,7 +120,9 @@ impl<W: Write> Compressor<W> {
                 inner,
                 flate2::Compression::default(),
             )),
-            MediaCompression::Zstd => Compressor::Zstd(zstd::stream::write::Encoder::new(inner, 3)?),
+            MediaCompression::Zstd => {
+                Compressor::Zstd(zstd::stream::write::Encoder::new(inner, 3)?)
+            }
             MediaCompression::None | MediaCompression::Unknown => Compressor::None(inner),
         })
     }
@@ -206,7 +212,9 @@ fn source_of(lower: &[Mount], upper: &[Mount]) -> Source {
     };
     let lowers = u.lower_dirs();
     let matches = match lower {
-        [l] if l.kind == "overlay" => l.option_value("upperdir").is_none() && l.lower_dirs() == lowers,
+        [l] if l.kind == "overlay" => {
+            l.option_value("upperdir").is_none() && l.lower_dirs() == lowers
+        }
         [l] if l.kind == "bind" || l.has_option("bind") || l.has_option("rbind") => {
             lowers.len() == 1 && Path::new(&l.source) == Path::new(lowers[0])
         }
@@ -265,7 +273,8 @@ pub fn compare(
     let compression = compression_for(media_type)?;
     let source = source_of(lower, upper);
 
-    let lower_mount = TempMount::new(&readonly(lower)).map_err(|e| e.context("mounting the lower mounts"))?;
+    let lower_mount =
+        TempMount::new(&readonly(lower)).map_err(|e| e.context("mounting the lower mounts"))?;
     let upper_mount = match source {
         Source::Trees => Some(
             TempMount::new(&readonly(upper)).map_err(|e| e.context("mounting the upper mounts"))?,
@@ -288,8 +297,9 @@ pub fn compare(
                 inner: &mut *cw,
                 n: 0,
             };
-            let compressor = Compressor::new(compression, BufWriter::with_capacity(1 << 20, &mut counted))
-                .map_err(|e| Error::io("starting the layer compressor", e))?;
+            let compressor =
+                Compressor::new(compression, BufWriter::with_capacity(1 << 20, &mut counted))
+                    .map_err(|e| Error::io("starting the layer compressor", e))?;
             let mut tee = DiffIdTee {
                 digester: Digester::sha256(),
                 inner: compressor,
@@ -306,18 +316,29 @@ pub fn compare(
                 }
             }
             let diff_id = tee.digester.finish();
-            let mut buffered = tee.inner.finish().map_err(Error::from)?;
-            buffered.flush().map_err(Error::from)?;
-            drop(buffered);
+            let buffered = tee.inner.finish().map_err(Error::from)?;
+            let counted = buffered
+                .into_inner()
+                .map_err(|e| Error::from(e.into_error()))?;
             (diff_id, counted.n)
         };
-        commit(content, &mut *cw, media_type, size, &diff_id, &options.labels)
+        commit(
+            content,
+            &mut *cw,
+            media_type,
+            size,
+            &diff_id,
+            &options.labels,
+        )
     })();
     if result.is_err() {
         // Nothing useful is left in a failed diff's ingest; it may already be gone.
         let _ = content.abort(&reference);
     }
-    let unmounted = [upper_mount.map(TempMount::unmount), Some(lower_mount.unmount())];
+    let unmounted = [
+        upper_mount.map(TempMount::unmount),
+        Some(lower_mount.unmount()),
+    ];
     let desc = result?;
     for u in unmounted.into_iter().flatten() {
         u?;
@@ -360,17 +381,32 @@ mod tests {
         let upper = Mount::new(
             "overlay",
             "overlay",
-            ["index=off", "workdir=/s/3/work", "upperdir=/s/3/fs", "lowerdir=/s/2/fs:/s/1/fs"],
+            [
+                "index=off",
+                "workdir=/s/3/work",
+                "upperdir=/s/3/fs",
+                "lowerdir=/s/2/fs:/s/1/fs",
+            ],
         );
-        let lower = Mount::new("overlay", "overlay", ["index=off", "lowerdir=/s/2/fs:/s/1/fs"]);
+        let lower = Mount::new(
+            "overlay",
+            "overlay",
+            ["index=off", "lowerdir=/s/2/fs:/s/1/fs"],
+        );
         assert_eq!(
-            source_of(&[lower], &[upper.clone()]),
+            source_of(&[lower], std::slice::from_ref(&upper)),
             Source::OverlayUpper("/s/3/fs".into())
         );
         let other = Mount::new("overlay", "overlay", ["lowerdir=/s/9/fs:/s/1/fs"]);
-        assert_eq!(source_of(&[other], &[upper.clone()]), Source::Trees);
+        assert_eq!(
+            source_of(&[other], std::slice::from_ref(&upper)),
+            Source::Trees
+        );
         let bind = Mount::new("bind", "/s/2/fs", ["rbind", "ro"]);
-        assert_eq!(source_of(&[bind], &[upper.clone()]), Source::Trees);
+        assert_eq!(
+            source_of(&[bind], std::slice::from_ref(&upper)),
+            Source::Trees
+        );
 
         let one = Mount::new(
             "overlay",
@@ -378,7 +414,10 @@ mod tests {
             ["workdir=/s/3/work", "upperdir=/s/3/fs", "lowerdir=/s/2/fs"],
         );
         let bind = Mount::new("bind", "/s/2/fs", ["rbind", "ro"]);
-        assert_eq!(source_of(&[bind], &[one.clone()]), Source::OverlayUpper("/s/3/fs".into()));
+        assert_eq!(
+            source_of(&[bind], std::slice::from_ref(&one)),
+            Source::OverlayUpper("/s/3/fs".into())
+        );
         assert_eq!(source_of(&[], &[one]), Source::Trees);
         let plain = Mount::new("bind", "/s/3/fs", ["rbind"]);
         assert_eq!(source_of(&[], &[plain]), Source::Trees);
@@ -386,11 +425,27 @@ mod tests {
 
     #[test]
     fn media_types_choose_the_compression() {
-        assert_eq!(compression_for(mediatype::OCI_LAYER_GZIP).unwrap(), MediaCompression::Gzip);
-        assert_eq!(compression_for(mediatype::OCI_LAYER_ZSTD).unwrap(), MediaCompression::Zstd);
-        assert_eq!(compression_for(mediatype::OCI_LAYER).unwrap(), MediaCompression::None);
-        assert_eq!(compression_for(mediatype::DOCKER_LAYER_GZIP).unwrap(), MediaCompression::Gzip);
-        for bad in [mediatype::OCI_MANIFEST, mediatype::OCI_LAYER_GZIP_ENCRYPTED, "x"] {
+        assert_eq!(
+            compression_for(mediatype::OCI_LAYER_GZIP).unwrap(),
+            MediaCompression::Gzip
+        );
+        assert_eq!(
+            compression_for(mediatype::OCI_LAYER_ZSTD).unwrap(),
+            MediaCompression::Zstd
+        );
+        assert_eq!(
+            compression_for(mediatype::OCI_LAYER).unwrap(),
+            MediaCompression::None
+        );
+        assert_eq!(
+            compression_for(mediatype::DOCKER_LAYER_GZIP).unwrap(),
+            MediaCompression::Gzip
+        );
+        for bad in [
+            mediatype::OCI_MANIFEST,
+            mediatype::OCI_LAYER_GZIP_ENCRYPTED,
+            "x",
+        ] {
             assert_eq!(
                 compression_for(bad).unwrap_err().kind(),
                 stowage_core_types::ErrorKind::NotImplemented

@@ -17,7 +17,8 @@ use super::fsmeta::{self, Xattrs};
 use super::writer::{ChangeKind, ChangeWriter};
 
 fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
-    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("read directory {}", dir.display()), e))?;
+    let rd =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("read directory {}", dir.display()), e))?;
     let mut names = Vec::new();
     for ent in rd {
         let ent = ent.map_err(|e| Error::io(format!("read directory {}", dir.display()), e))?;
@@ -40,7 +41,8 @@ fn lstat_opt(path: &Path) -> Result<Option<Metadata>> {
 }
 
 fn xattrs(path: &Path) -> Result<Xattrs> {
-    fsmeta::layer_xattrs(path).map_err(|e| Error::io(format!("read xattrs of {}", path.display()), e))
+    fsmeta::layer_xattrs(path)
+        .map_err(|e| Error::io(format!("read xattrs of {}", path.display()), e))
 }
 
 fn child(rel: &[u8], name: &OsString) -> Vec<u8> {
@@ -67,8 +69,10 @@ fn same_content(lp: &Path, up: &Path) -> Result<bool> {
     let mut ba = vec![0u8; 64 * 1024];
     let mut bb = vec![0u8; 64 * 1024];
     loop {
-        let na = read_full(&mut a, &mut ba).map_err(|e| Error::io(format!("read {}", lp.display()), e))?;
-        let nb = read_full(&mut b, &mut bb).map_err(|e| Error::io(format!("read {}", up.display()), e))?;
+        let na = read_full(&mut a, &mut ba)
+            .map_err(|e| Error::io(format!("read {}", lp.display()), e))?;
+        let nb = read_full(&mut b, &mut bb)
+            .map_err(|e| Error::io(format!("read {}", up.display()), e))?;
         if na != nb || ba[..na] != bb[..nb] {
             return Ok(false);
         }
@@ -113,7 +117,9 @@ fn same_file(lp: &Path, lm: &Metadata, up: &Path, um: &Metadata) -> Result<bool>
         return Ok(false);
     }
     if lm.file_type().is_symlink() {
-        let target = |p: &Path| fs::read_link(p).map_err(|e| Error::io(format!("read symlink {}", p.display()), e));
+        let target = |p: &Path| {
+            fs::read_link(p).map_err(|e| Error::io(format!("read symlink {}", p.display()), e))
+        };
         return Ok(target(lp)? == target(up)?);
     }
     if lm.mtime_nsec() == 0 && um.mtime_nsec() == 0 && lm.file_type().is_file() && lm.size() > 0 {
@@ -127,7 +133,12 @@ pub(crate) fn double_walk(lower: &Path, upper: &Path, w: &mut ChangeWriter<'_>) 
     walk_both(&[], Some(lower), upper, w)
 }
 
-fn walk_both(rel: &[u8], lower: Option<&Path>, upper: &Path, w: &mut ChangeWriter<'_>) -> Result<()> {
+fn walk_both(
+    rel: &[u8],
+    lower: Option<&Path>,
+    upper: &Path,
+    w: &mut ChangeWriter<'_>,
+) -> Result<()> {
     let unames = sorted_names(upper)?;
     let lnames = match lower {
         Some(l) => sorted_names(l)?,
@@ -188,7 +199,8 @@ struct OverlayMarks {
 }
 
 fn overlay_marks(path: &Path) -> Result<OverlayMarks> {
-    let all = fsmeta::all_xattrs(path).map_err(|e| Error::io(format!("read xattrs of {}", path.display()), e))?;
+    let all = fsmeta::all_xattrs(path)
+        .map_err(|e| Error::io(format!("read xattrs of {}", path.display()), e))?;
     let mut opaque = false;
     for (name, value) in &all {
         let suffix = name
@@ -200,10 +212,10 @@ fn overlay_marks(path: &Path) -> Result<OverlayMarks> {
             // stack; the upper directory alone cannot describe them.
             Some(s @ (b"redirect" | b"metacopy")) => {
                 return Err(Error::not_implemented(format!(
-                    "{} carries overlayfs {} (redirect_dir/metacopy); diff the mounted trees instead",
-                    path.display(),
-                    String::from_utf8_lossy(s)
-                )))
+                "{} carries overlayfs {} (redirect_dir/metacopy); diff the mounted trees instead",
+                path.display(),
+                String::from_utf8_lossy(s)
+            )))
             }
             _ => {}
         }
@@ -257,7 +269,11 @@ fn walk_overlay(
             }
         };
         if changed {
-            let kind = if lm.is_some() { ChangeKind::Modify } else { ChangeKind::Add };
+            let kind = if lm.is_some() {
+                ChangeKind::Modify
+            } else {
+                ChangeKind::Add
+            };
             w.change(kind, &crel, Some(&um))?;
         }
         if marks.opaque {

@@ -204,7 +204,11 @@ impl<'w> ChangeWriter<'w> {
 
     fn whiteout(&mut self, rel: &[u8]) -> Result<()> {
         let parent = parent_of(rel);
-        let base = &rel[if parent.is_empty() { 0 } else { parent.len() + 1 }..];
+        let base = &rel[if parent.is_empty() {
+            0
+        } else {
+            parent.len() + 1
+        }..];
         let mut name = parent.to_vec();
         if !name.is_empty() {
             name.push(b'/');
@@ -234,11 +238,14 @@ impl<'w> ChangeWriter<'w> {
     }
 
     fn copy_data(&mut self, path: &Path, size: u64) -> Result<()> {
-        let mut f = fs::File::open(path)
-            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let mut f =
+            fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let mut left = size;
         while left > 0 {
-            let want = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let want = self
+                .buf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = match f.read(&mut self.buf[..want]) {
                 Ok(0) => {
                     return Err(Error::data_loss(format!(
