@@ -645,3 +645,47 @@ fn a_write_tx_on_another_thread_blocks_the_next_until_it_ends() {
     let rt = db.begin_read().unwrap();
     assert!(rt.bucket(b"first").unwrap().is_some() && rt.bucket(b"second").unwrap().is_some());
 }
+
+/// Pages a reader can see are not reused while it lives, however many commits overwrite
+/// the same keys; once it ends they are.
+#[test]
+fn an_open_reader_pins_its_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir.path().join("pin.db"));
+    let fill = |v: u8| {
+        db.update::<_, Error>(|tx| {
+            let mut b = tx.create_bucket_if_not_exists(b"b")?;
+            for i in 0..300u32 {
+                b.put(&i.to_be_bytes(), &[v; 200])?;
+            }
+            Ok(())
+        })
+        .unwrap()
+    };
+    fill(1);
+    let reader = db.begin_read().unwrap();
+    let before = dump_tx(&reader);
+    for round in 2..40u8 {
+        fill(round);
+    }
+    let st = db.stats();
+    assert!(
+        st.pending_page_n > 0,
+        "pages freed since the reader began stay pending"
+    );
+    assert_eq!(st.open_tx_n, 1);
+    assert_eq!(dump_tx(&reader), before, "the reader's snapshot changed");
+    reader.check().unwrap();
+    let grown = db.begin_read().unwrap().size();
+    drop(reader);
+    for round in 40..80u8 {
+        fill(round);
+    }
+    let after = db.begin_read().unwrap();
+    assert_eq!(
+        after.size(),
+        grown,
+        "freed pages are reused once the reader is gone"
+    );
+    after.check().unwrap();
+}
