@@ -264,3 +264,26 @@ fn no_freelist_sync_files_both_ways() {
     assert_eq!(dump_rust(&theirs), view);
     assert_eq!(dump_rust(&ours), view, "same scripts, same content");
 }
+
+/// Files with other page sizes (16 KiB as on arm64 hosts with 16 KiB pages, and 1 KiB)
+/// are read by Go identically.
+#[test]
+fn other_page_sizes_match_go() {
+    let Some(go) = gobolt() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ps in [1024usize, 16384] {
+        let path = dir.path().join(format!("ps{ps}.db"));
+        let opts = stowage_bolt::Options {
+            no_sync: true,
+            page_size: ps,
+            ..stowage_bolt::Options::default()
+        };
+        let db = Db::open(&path, opts).expect("open");
+        assert_eq!(db.page_size(), ps);
+        apply_rust(&db, &random_script(400 + ps as u64, 12, 40)).expect("apply");
+        drop(db);
+        assert_eq!(dump_rust(&path), go_dump(&go, &path), "page size {ps}");
+        let reopened = Db::open(&path, nosync()).expect("reopen");
+        assert_eq!(reopened.page_size(), ps, "page size comes from the file");
+    }
+}
