@@ -10,6 +10,7 @@
 //! implementation runs.
 
 mod fsutil;
+mod hashing;
 mod ingest;
 mod labels;
 mod locks;

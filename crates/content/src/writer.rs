@@ -13,6 +13,7 @@ use stowage_core_types::labels::{self, Labels};
 use stowage_digest_identity::Digester;
 
 use crate::fsutil;
+use crate::hashing::StreamHasher;
 use crate::ingest::{self, IngestPaths};
 use crate::locks::RefLock;
 use crate::store::Inner;
@@ -35,7 +36,9 @@ pub struct LocalWriter {
     offset: u64,
     total: u64,
     expected: Option<Digest>,
-    digester: Digester,
+    hasher: StreamHasher,
+    // The digest of the last successful commit, for `digest()` after the file is gone.
+    committed: Option<Digest>,
     started_at: SystemTime,
     updated_at: SystemTime,
     lock: Option<RefLock>,
@@ -70,7 +73,8 @@ impl LocalWriter {
             offset: 0,
             total,
             expected,
-            digester: Digester::new(algorithm),
+            hasher: StreamHasher::new(algorithm),
+            committed: None,
             started_at: SystemTime::now(),
             updated_at: SystemTime::now(),
             lock: Some(lock),
@@ -120,8 +124,10 @@ impl LocalWriter {
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", self.paths.data.display()), e))?
             .len();
-        rehash(&file, len, &mut self.digester)
+        let mut d = self.hasher.fresh();
+        rehash(&file, len, &mut d)
             .map_err(|e| e.context(format!("resuming ingest ref {:?}", self.reference)))?;
+        self.hasher.replace(d);
         self.offset = len;
         self.file = Some(file);
         Ok(true)
@@ -157,7 +163,7 @@ impl LocalWriter {
             .map_err(|e| Error::io(format!("truncate {}", self.paths.data.display()), e))?;
         self.file = Some(file);
         self.offset = 0;
-        self.digester.reset();
+        self.hasher.replace(self.hasher.fresh());
         Ok(())
     }
 
@@ -193,10 +199,32 @@ impl LocalWriter {
                 }
             }
         };
-        self.digester.update(&buf[..n]);
         self.offset += n as u64;
         self.updated_at = SystemTime::now();
+        if self.hasher.update(&buf[..n]).is_err() {
+            // The helper thread is gone; the bytes are on disk, so hash them again from there.
+            self.rehash_from_disk()?;
+        }
         Ok(n)
+    }
+
+    fn rehash_from_disk(&mut self) -> Result<()> {
+        let file = self.file.as_ref().ok_or_else(|| self.closed())?;
+        let mut d = self.hasher.fresh();
+        rehash(file, self.offset, &mut d)?;
+        self.hasher.replace(d);
+        Ok(())
+    }
+
+    fn current_digest(&mut self) -> Result<Digest> {
+        match self.hasher.digest() {
+            Ok(d) => Ok(d),
+            Err(_) if self.file.is_some() => {
+                self.rehash_from_disk()?;
+                self.hasher.digest()
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The digest the blob will be stored under, verified against every expectation.
@@ -212,7 +240,7 @@ impl LocalWriter {
                 )));
             }
         }
-        let actual = self.digester.digest();
+        let actual = self.current_digest()?;
         let mut name = actual.clone();
         for want in [expected, self.expected.as_ref()].into_iter().flatten() {
             let got = if want.algorithm() == actual.algorithm() {
@@ -299,6 +327,7 @@ impl LocalWriter {
         if let Some(ls) = &self.store.labels {
             ls.set(&digest, labels)?;
         }
+        self.committed = Some(digest);
         self.discard_ingest();
         Ok(())
     }
@@ -387,7 +416,15 @@ impl Write for LocalWriter {
 
 impl Writer for LocalWriter {
     fn digest(&mut self) -> Digest {
-        self.digester.digest()
+        match self.current_digest() {
+            Ok(d) => d,
+            // Only reachable if the hashing thread died after the file was closed; the
+            // committed digest is then still the right answer.
+            Err(_) => self
+                .committed
+                .clone()
+                .unwrap_or_else(|| self.hasher.fresh().finish()),
+        }
     }
 
     fn status(&self) -> Result<Status> {
@@ -422,7 +459,9 @@ impl Writer for LocalWriter {
         }
         file.set_len(size)
             .map_err(|e| Error::io(format!("truncate {}", self.paths.data.display()), e))?;
-        rehash(file, size, &mut self.digester)?;
+        let mut d = self.hasher.fresh();
+        rehash(file, size, &mut d)?;
+        self.hasher.replace(d);
         self.offset = size;
         self.updated_at = SystemTime::now();
         Ok(())
