@@ -75,6 +75,8 @@ fn secs(t: SystemTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(t.duration_since(UNIX_EPOCH).unwrap().as_secs())
 }
 
+type SnapView = (String, String, Labels, String, String);
+
 /// Everything ctr shows about a root, as comparable values.
 #[derive(Debug, PartialEq, Eq)]
 struct View {
@@ -88,7 +90,8 @@ struct View {
     /// ns → container id → (image, runtime, snapshotter, key, labels, created, updated, spec type)
     containers: BTreeMap<String, BTreeMap<String, Vec<String>>>,
     /// ns → key → (parent, kind)
-    snapshots: BTreeMap<String, BTreeMap<String, (String, String)>>,
+    /// ns → key → (parent, kind, labels, created, updated)
+    snapshots: BTreeMap<String, BTreeMap<String, SnapView>>,
 }
 
 fn ctr_view(c: &Containerd) -> View {
@@ -170,23 +173,39 @@ fn ctr_view(c: &Containerd) -> View {
             );
         }
         v.containers.insert(ns.clone(), cs);
-        let snaps = rows(&run(&[
+        let mut snaps = BTreeMap::new();
+        for r in rows(&run(&[
             "-n",
             n,
             "snapshots",
             "--snapshotter",
             "overlayfs",
             "ls",
-        ]))
-        .into_iter()
-        .map(|r| {
-            if r.len() == 3 {
-                (r[0].clone(), (r[1].clone(), r[2].clone()))
-            } else {
-                (r[0].clone(), (String::new(), r[1].clone()))
-            }
-        })
-        .collect();
+        ])) {
+            let info: serde_json::Value = serde_json::from_str(&run(&[
+                "-n",
+                n,
+                "snapshots",
+                "--snapshotter",
+                "overlayfs",
+                "info",
+                &r[0],
+            ]))
+            .unwrap();
+            let s = |k: &str| info[k].as_str().unwrap_or("").to_string();
+            let labels: Labels = info["Labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            snaps.insert(
+                r[0].clone(),
+                (s("Parent"), s("Kind"), labels, s("Created"), s("Updated")),
+            );
+        }
         v.snapshots.insert(ns.clone(), snaps);
     }
     v
@@ -291,7 +310,16 @@ fn stowage_view(db: &Db) -> View {
             .unwrap()
             .walk(
                 &mut |i: SnapInfo| {
-                    snaps.insert(i.name, (i.parent, kind_name(i.kind)));
+                    snaps.insert(
+                        i.name,
+                        (
+                            i.parent,
+                            kind_name(i.kind),
+                            i.labels,
+                            format_rfc3339(i.created_at),
+                            format_rfc3339(i.updated_at),
+                        ),
+                    );
                     Ok(())
                 },
                 &[],
@@ -532,9 +560,11 @@ fn stowage_root_reads_the_same_in_containerd() {
     c.stop().unwrap();
     assert_eq!(got, want);
     assert_eq!(got.leases["team"]["L2"].1, labels(&[("z", "w")]));
+    let ctr1 = &got.snapshots["default"]["ctr1"];
+    assert_eq!((ctr1.0.as_str(), ctr1.1.as_str()), ("layer", "Active"));
     assert_eq!(
-        got.snapshots["default"]["ctr1"],
-        ("layer".to_string(), "Active".to_string())
+        got.snapshots["default"]["layer"].2,
+        labels(&[("containerd.io/gc.root", "1")])
     );
     assert!(check.contains("complete"), "{check}");
 }

@@ -36,6 +36,23 @@ fn namespaced() -> TestStore {
 
 stowage_content::content_store_conformance!(namespaced);
 
+/// The suite again with every write done under a lease.
+mod leased {
+    use super::*;
+
+    fn namespaced_leased() -> TestStore {
+        let (dir, db, _) = open_with_backend();
+        db.leases("testing")
+            .unwrap()
+            .create("work", &Labels::new())
+            .unwrap();
+        let store = db.content_store("testing", Some("work")).unwrap();
+        TestStore::new(Arc::new(store), (dir, db))
+    }
+
+    stowage_content::content_store_conformance!(namespaced_leased);
+}
+
 fn sha256(data: &[u8]) -> Digest {
     let mut h = Digester::sha256();
     h.update(data);

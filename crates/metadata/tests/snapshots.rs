@@ -35,6 +35,51 @@ fn factory(root: &Path) -> Result<Box<dyn Snapshotter>> {
 
 stowage_snapshots_storage::snapshotter_conformance!(factory);
 
+/// The suite again over the native (copying) snapshotter.
+mod native {
+    use super::*;
+    use stowage_snapshots_native::NativeSnapshotter;
+
+    fn factory(root: &Path) -> Result<Box<dyn Snapshotter>> {
+        let native = Arc::new(NativeSnapshotter::new(
+            root.join("io.containerd.snapshotter.v1.native"),
+        )?);
+        let db = Db::open(
+            root,
+            Options {
+                snapshotters: BTreeMap::from([(
+                    "native".to_string(),
+                    native as Arc<dyn Snapshotter>,
+                )]),
+                ..Default::default()
+            },
+        )?;
+        Ok(Box::new(db.snapshotter("native", "testsuite", None)?))
+    }
+
+    stowage_snapshots_storage::snapshotter_conformance!(factory);
+}
+
+/// The suite again with all work done under a lease, as a pull or unpack does.
+mod leased {
+    use super::*;
+
+    fn factory(root: &Path) -> Result<Box<dyn Snapshotter>> {
+        let (db, _) = open_db(root)?;
+        let leases = db.leases("testsuite")?;
+        if leases.list(&["id==work".to_string()])?.is_empty() {
+            leases.create("work", &Labels::new())?;
+        }
+        Ok(Box::new(db.snapshotter(
+            "overlayfs",
+            "testsuite",
+            Some("work"),
+        )?))
+    }
+
+    stowage_snapshots_storage::snapshotter_conformance!(factory);
+}
+
 fn labels(kv: &[(&str, &str)]) -> Labels {
     kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
