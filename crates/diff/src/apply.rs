@@ -115,6 +115,14 @@ impl<'o> Applier<'o> {
         let mut stream = LayerStream::new(source, compression);
         let mut reader = EntryReader::new();
         while let Some(entry) = reader.next(&mut stream)? {
+            if let Some(flag) = &self.options.cancel {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Error::canceled(format!(
+                        "layer apply canceled before entry {:?}",
+                        entry.display_name()
+                    )));
+                }
+            }
             self.apply_entry(&entry, &mut stream, &mut reader)
                 .map_err(|e| e.context(format!("layer entry {:?}", entry.display_name())))?;
             self.counts.entries += 1;

@@ -268,6 +268,7 @@ impl EntryReader {
         let mut long_link: Option<Vec<u8>> = None;
         let mut block = [0u8; BLOCK];
         loop {
+            let at = stream.position();
             let n = stream.read_full(&mut block)?;
             if n == 0 {
                 // A stream that stops at a block boundary without the end marker is accepted,
@@ -276,7 +277,9 @@ impl EntryReader {
                 return Ok(None);
             }
             if n < BLOCK {
-                return Err(Error::out_of_range("layer ends inside a tar header"));
+                return Err(Error::out_of_range(format!(
+                    "layer ends inside the tar header at offset {at}"
+                )));
             }
             if block.iter().all(|&b| b == 0) {
                 let n = stream.read_full(&mut block)?;
@@ -284,15 +287,20 @@ impl EntryReader {
                     self.ended = true;
                     return Ok(None);
                 }
-                return Err(bad("invalid tar header after a zero block"));
+                return Err(bad(format!(
+                    "invalid tar header at offset {}: data after a zero block",
+                    at + BLOCK as u64
+                )));
             }
             let header = tar::Header::from_byte_slice(&block);
             if !checksum_ok(&block, header) {
-                return Err(bad("invalid tar header: checksum mismatch"));
+                return Err(bad(format!(
+                    "invalid tar header at offset {at}: checksum mismatch"
+                )));
             }
             let size = header
                 .entry_size()
-                .map_err(|e| bad(format!("invalid tar header size: {e}")))?;
+                .map_err(|e| bad(format!("invalid tar header at offset {at}: size: {e}")))?;
             let typeflag = block[156];
             match typeflag {
                 b'x' => {

@@ -180,8 +180,8 @@ pub fn apply_layer<R: Read + Send>(
             let (mut source, producer) = stream::channel_pair();
             let worker = scope.spawn(move || producer.run(&mut *decoder));
             let result = applier.run(&mut source, compression);
-            let _keep = &source;
             // Hanging up first lets a producer blocked on a full channel exit.
+            drop(source);
             if worker.join().is_err() {
                 return Err(Error::unknown("layer decompression thread panicked"));
             }

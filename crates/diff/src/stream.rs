@@ -170,6 +170,11 @@ impl<'s> LayerStream<'s> {
         }
     }
 
+    /// Offset in the uncompressed stream of the next unread byte.
+    pub(crate) fn position(&self) -> u64 {
+        self.digester.len() - (self.chunk.len() - self.pos) as u64
+    }
+
     /// Reads up to `out.len()` bytes, fewer only at the end of the stream.
     pub(crate) fn read_full(&mut self, out: &mut [u8]) -> Result<usize> {
         let mut n = 0;

@@ -440,3 +440,69 @@ fn files_in_setgid_directories_get_the_owner_the_layer_says() {
     // A subdirectory would inherit setgid too; the layer says 0755.
     assert_eq!((t["g/sub"].mode, t["g/sub"].gid), (0o755, 0));
 }
+
+/// A big, barely compressible file so the decompressor thread is far ahead when the applier
+/// fails: the apply must still return promptly (the producer notices the hang-up).
+fn big_noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn early_failure_with_a_threaded_decompressor_returns_promptly() {
+    let layer = Layer::new()
+        .file("../escape", 0o644, b"x")
+        .file("big", 0o644, &big_noise(8 << 20))
+        .finish();
+    let blob = gzip(&layer);
+    let dir = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let err = apply(&blob, dir.path(), &ApplyOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("\"../escape\""), "{err}");
+    // Inflating all 8 MiB of noise (more than the chunks in flight) takes far longer than stopping at the first entry's
+    // failure in a debug build; a deadlock would hang the test.
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!dir.path().join("big").exists());
+}
+
+#[test]
+fn cancel_flag_stops_the_apply() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let layer = Layer::new().file("a", 0o644, b"x").finish();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ApplyOptions {
+        cancel: Some(Arc::new(AtomicBool::new(true))),
+        ..ApplyOptions::default()
+    };
+    let err = apply(&gzip(&layer), dir.path(), &opts).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Canceled);
+    assert!(err.to_string().contains("\"a\""), "{err}");
+    assert!(!dir.path().join("a").exists());
+}
+
+#[test]
+fn header_errors_give_the_stream_offset() {
+    let mut layer = Layer::new()
+        .file("a", 0o644, &[1u8; 1000])
+        .file("b", 0o644, b"y")
+        .finish();
+    // Damage the second header (after a's 512-byte header and 1024 bytes of data).
+    layer[1536 + 5] ^= 0x01;
+    let dir = tempfile::tempdir().unwrap();
+    let err = apply(&layer, dir.path(), &ApplyOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("offset 1536"), "{err}");
+    assert_eq!(fs::read(dir.path().join("a")).unwrap(), vec![1u8; 1000]);
+}
