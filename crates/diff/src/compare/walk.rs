@@ -123,7 +123,7 @@ fn same_file(lp: &Path, lm: &Metadata, up: &Path, um: &Metadata) -> Result<bool>
         return Ok(target(lp)? == target(up)?);
     }
     if lm.mtime_nsec() == 0 && um.mtime_nsec() == 0 && lm.file_type().is_file() && lm.size() > 0 {
-        return same_content(lp, up).map(|_| true);
+        return same_content(lp, up);
     }
     Ok(true)
 }
