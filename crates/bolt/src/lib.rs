@@ -50,6 +50,8 @@
 //! - Cursor moves and gets return `Result`: a damaged file is an error, never a panic.
 //! - `lock_timeout` defaults to failing at once instead of waiting forever.
 //!
+//! Unix only (flock, pread/pwrite, mmap); files must be little-endian (see FORMAT.md).
+//!
 //! The crate is standalone: it has its own [`Error`] (it does not depend on
 //! `stowage-core-types`), which callers map to their error kinds.
 
