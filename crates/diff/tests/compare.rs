@@ -23,6 +23,7 @@ use stowage_diff::{
     apply_layer, compare, write_diff, write_overlay_diff, ApplyOptions, CompareOptions,
     LayerEncoding, UNCOMPRESSED_LABEL,
 };
+use stowage_snapshots_native::NativeSnapshotter;
 use stowage_snapshots_overlay::OverlaySnapshotter;
 use stowage_snapshots_storage::mount::{with_temp_mount, TempMount};
 use stowage_tests::containerd::{require, Containerd};
@@ -810,6 +811,55 @@ fn snapshots_compare_and_apply_back() {
         store.list_statuses(&[]).unwrap().is_empty(),
         "no ingest left behind"
     );
+}
+
+#[test]
+fn native_snapshots_compare_and_apply_back() {
+    let _serial = serial();
+    if !need_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sn = NativeSnapshotter::new(tmp.path().join("native")).unwrap();
+    let store = LocalStore::with_memory_labels(tmp.path().join("content")).unwrap();
+    let base = sn.prepare("base-active", "", Labels::new()).unwrap();
+    with_temp_mount(&base, |root| {
+        build_lower(root);
+        Ok(())
+    })
+    .unwrap();
+    sn.commit("base", "base-active", Labels::new()).unwrap();
+    let work = sn.prepare("work", "base", Labels::new()).unwrap();
+    with_temp_mount(&work, |root| {
+        modify(root, true);
+        Ok(())
+    })
+    .unwrap();
+    let view = sn.view("base-view", "base", Labels::new()).unwrap();
+
+    // Bind mounts on both sides: the trees are walked.
+    let desc = compare(&view, &work, &store, &CompareOptions::default()).unwrap();
+    let blob = read_blob(&store, &desc);
+    let fresh = sn.prepare("fresh", "base", Labels::new()).unwrap();
+    with_temp_mount(&fresh, |root| {
+        apply_layer(
+            &blob[..],
+            LayerEncoding::MediaType(&desc.media_type),
+            root,
+            &ApplyOptions::default(),
+        )?;
+        Ok(())
+    })
+    .unwrap();
+    let fresh_mount = TempMount::new(&fresh).unwrap();
+    let work_mount = TempMount::new(&work).unwrap();
+    assert_same_tree(fresh_mount.path(), work_mount.path());
+    fresh_mount.unmount().unwrap();
+    work_mount.unmount().unwrap();
+
+    // The same snapshots give the same blob.
+    let again = compare(&view, &work, &store, &CompareOptions::default()).unwrap();
+    assert_eq!(again.digest, desc.digest);
 }
 
 #[test]
