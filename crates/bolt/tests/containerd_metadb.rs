@@ -47,8 +47,8 @@ fn sha(b: &[u8]) -> String {
         .collect()
 }
 
-/// An OCI image layout tar with one uncompressed layer.
-fn image_tar(name: &str) -> Vec<u8> {
+/// An OCI image layout tar with one uncompressed layer, and the digests of its blobs.
+fn image_tar(name: &str) -> (Vec<u8>, Vec<String>) {
     let mut layer = Vec::new();
     tar_entry(&mut layer, "hello.txt", b"hello from stowage-bolt\n");
     layer.extend_from_slice(&[0u8; 1024]);
@@ -74,7 +74,7 @@ fn image_tar(name: &str) -> Vec<u8> {
     tar_entry(&mut t, &format!("blobs/sha256/{cd}"), config.as_bytes());
     tar_entry(&mut t, &format!("blobs/sha256/{ld}"), &layer);
     t.extend_from_slice(&[0u8; 1024]);
-    t
+    (t, vec![md, cd, ld])
 }
 
 struct Containerd {
@@ -198,7 +198,8 @@ fn containerd_meta_db_round_trip() {
     let root = work.path().join("root");
     let image = "docker.io/library/stowage-bolt-fixture:1";
     let tar = work.path().join("image.tar");
-    fs::write(&tar, image_tar(image)).unwrap();
+    let (tar_bytes, digests) = image_tar(image);
+    fs::write(&tar, tar_bytes).unwrap();
 
     let c = Containerd::start(&root, work.path());
     let imported = c.ctr(&["images", "import", tar.to_str().unwrap()]);
@@ -244,5 +245,11 @@ fn containerd_meta_db_round_trip() {
         listed.unwrap().contains(image),
         "containerd lost the image after our rewrite"
     );
-    assert_eq!(content.unwrap().lines().count(), 3);
+    let content = content.unwrap();
+    for d in &digests {
+        assert!(
+            content.contains(d.as_str()),
+            "blob {d} missing after our rewrite:\n{content}"
+        );
+    }
 }
