@@ -23,9 +23,10 @@ const HASH_BUF: usize = 1 << 20;
 
 /// An open ingest of a [`crate::LocalStore`].
 ///
-/// Data goes straight to `ingest/<hash>/data` with positional writes and is hashed as it goes,
-/// so nothing is buffered and [`Writer::digest`] is always current. Dropping the writer records
-/// `updatedat` and releases the reference; the ingest stays on disk to be resumed.
+/// Data goes straight to `ingest/<hash>/data` with positional writes and is hashed as it goes
+/// (on a helper thread once an ingest passes 1 MiB, with at most a few MiB in flight), so no
+/// blob is ever held in memory and [`Writer::digest`] is always current. Dropping the writer
+/// records `updatedat` and releases the reference; the ingest stays on disk to be resumed.
 #[derive(Debug)]
 pub struct LocalWriter {
     store: Arc<Inner>,
@@ -80,7 +81,17 @@ impl LocalWriter {
             lock: Some(lock),
         };
 
-        let created = match DirBuilder::new().mode(0o755).create(&w.paths.dir) {
+        let mkdir = || DirBuilder::new().mode(0o755).create(&w.paths.dir);
+        let made = match mkdir() {
+            // `ingest/` itself was removed behind our back: recreate it, as opening does.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+                .recursive(true)
+                .mode(0o777)
+                .create(w.store.root.join("ingest"))
+                .and_then(|()| mkdir()),
+            other => other,
+        };
+        let created = match made {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => {

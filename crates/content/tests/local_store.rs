@@ -409,3 +409,13 @@ fn closing_a_writer_records_updatedat() {
     assert!(st.updated_at >= last, "{:?} < {last:?}", st.updated_at);
     assert!(st.updated_at <= SystemTime::now());
 }
+
+#[test]
+fn a_removed_ingest_directory_is_recreated() {
+    let (_t, s) = store();
+    fs::remove_dir_all(s.root().join("ingest")).unwrap();
+    let mut w = ingest(&s, "r", b"after rm -rf ingest", None);
+    w.commit(None, None, Labels::new()).unwrap();
+    assert!(s.info(&digest_of(b"after rm -rf ingest")).is_ok());
+    assert!(s.list_statuses(&[] as &[String]).unwrap().is_empty());
+}
