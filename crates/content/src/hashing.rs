@@ -200,10 +200,10 @@ mod tests {
 
     #[test]
     fn inline_and_piped_agree_with_one_shot() {
-        let data: Vec<u8> = (0..(5u32 << 20) + 12345)
+        let data: Vec<u8> = (0..(3u32 << 20) + 12345)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        for chunk in [1000usize, 4096, 1 << 20, 3 << 20] {
+        for chunk in [1000usize, 1 << 20] {
             let mut h = StreamHasher::new(Algorithm::Sha256);
             let mut done = 0;
             let mut checks = 0;
@@ -213,7 +213,7 @@ mod tests {
                 done += c.len();
                 // Mid-stream digests are exact too: checked where the stream crosses a few
                 // points (inline, just piped, deep in the pipe) to keep the test quick.
-                if [300_000, (1 << 20) + 1, 4 << 20]
+                if [300_000, (1 << 20) + 1, 2 << 20]
                     .iter()
                     .any(|&p| before < p && done >= p)
                 {
