@@ -23,7 +23,163 @@ const OVERLAY_DIR: &str = "io.containerd.snapshotter.v1.overlayfs";
 
 fn externals() -> bool {
     require(&["containerd", "ctr"], "apt-get install containerd")
+        && require(
+            &["go"],
+            "apt-get install golang-go golang-github-containerd-containerd-dev",
+        )
         && stowage_snapshots_storage::testsuite::require_root()
+}
+
+/// Builds tests/godump (containerd's own metadata package reading a meta.db) once.
+fn godump() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let gopath = "/usr/share/gocode";
+        let pkg = Path::new(gopath).join("src/github.com/containerd/containerd/metadata");
+        assert!(
+            pkg.exists(),
+            "containerd's Go source is missing at {}: apt-get install golang-github-containerd-containerd-dev",
+            pkg.display()
+        );
+        // Under cargo's per-target temp dir, so Go's build cache survives between runs.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("godump");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("godump");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/godump/main.go");
+        let out = std::process::Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&bin)
+            .arg(&src)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", gopath)
+            .env("GOFLAGS", "")
+            .env("GOCACHE", dir.join("cache"))
+            .output()
+            .expect("run go build");
+        assert!(
+            out.status.success(),
+            "go build of godump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bin
+    })
+    .clone()
+}
+
+/// containerd's reading of `root`'s meta.db, sorted lines.
+fn go_lines(root: &Path) -> Vec<String> {
+    let out = std::process::Command::new(godump())
+        .arg(stowage_metadata::db_path(root))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "godump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn kv(m: &Labels) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// stowage's reading of the same, in godump's line format.
+fn stowage_lines(db: &Db) -> Vec<String> {
+    let t = format_rfc3339;
+    let mut out = Vec::new();
+    for ns in db.list_namespaces().unwrap() {
+        out.push(format!(
+            "namespace {ns} {}",
+            kv(&db.namespace_labels(&ns).unwrap())
+        ));
+        for i in db.images(&ns).unwrap().list(&[]).unwrap() {
+            out.push(format!(
+                "image {ns} {} {} {} {} {} {} {} {}",
+                i.name,
+                i.target.media_type,
+                i.target.digest,
+                i.target.size,
+                t(i.created_at),
+                t(i.updated_at),
+                kv(&i.labels),
+                kv(&i.target.annotations)
+            ));
+        }
+        db.content_store(&ns, None)
+            .unwrap()
+            .walk(
+                &mut |i| {
+                    out.push(format!(
+                        "content {ns} {} {} {} {} {}",
+                        i.digest,
+                        i.size,
+                        t(i.created_at),
+                        t(i.updated_at),
+                        kv(&i.labels)
+                    ));
+                    Ok(())
+                },
+                &[],
+            )
+            .unwrap();
+        let leases = db.leases(&ns).unwrap();
+        for l in leases.list(&[]).unwrap() {
+            out.push(format!(
+                "lease {ns} {} {} {}",
+                l.id,
+                t(l.created_at),
+                kv(&l.labels)
+            ));
+            for r in leases.list_resources(&l.id).unwrap() {
+                out.push(format!("lease-resource {ns} {} {} {}", l.id, r.kind, r.id));
+            }
+        }
+        for c in db.containers(&ns).unwrap().list(&[]).unwrap() {
+            let opts = c
+                .runtime
+                .options
+                .as_ref()
+                .map(|o| o.type_url.clone())
+                .unwrap_or_else(|| "-".into());
+            let spec = c
+                .spec
+                .as_ref()
+                .map(|s| format!("{}:{}", s.type_url, s.value.len()))
+                .unwrap_or_else(|| "-".into());
+            let ext: Vec<String> = c
+                .extensions
+                .iter()
+                .map(|(k, v)| format!("{k}={}:{}", v.type_url, v.value.len()))
+                .collect();
+            out.push(format!(
+                "container {ns} {} {} {} {opts} {} {} {spec} {} {} {} [{}]",
+                c.id,
+                c.image,
+                c.runtime.name,
+                c.snapshotter,
+                c.snapshot_key,
+                t(c.created_at),
+                t(c.updated_at),
+                kv(&c.labels),
+                ext.join(",")
+            ));
+        }
+    }
+    out.sort();
+    out
 }
 
 fn open_stowage(root: &Path) -> (Db, Arc<LocalStore>, Arc<OverlaySnapshotter>) {
@@ -411,9 +567,14 @@ fn containerd_root_reads_the_same_in_stowage() {
     c.stop().unwrap();
     let stopped = SystemTime::now();
 
+    // Record by record, with exact times, against containerd's own metadata package (read
+    // before we open the file: bolt's lock is exclusive).
+    let go = go_lines(&root);
     let (db, content, overlay) = open_stowage(&root);
     let got = stowage_view(&db);
     assert_eq!(got, want);
+    assert!(go.iter().any(|l| l.starts_with("image team ")), "{go:?}");
+    assert_eq!(stowage_lines(&db), go);
     // Sanity of what was compared: the fixtures really are there.
     assert_eq!(want.namespaces["team"], labels(&[("a", "b"), ("c", "d")]));
     assert_eq!(want.images["team"].len(), 2);
@@ -551,8 +712,18 @@ fn stowage_root_reads_the_same_in_containerd() {
         c.snapshot_key = "ctr1".into();
         c.labels = labels(&[("role", "test")]);
         db.containers("default").unwrap().create(c).unwrap();
-        stowage_view(&db)
+        db.leases("default")
+            .unwrap()
+            .add_resource(
+                "L1",
+                &stowage_metadata::Resource::snapshot("overlayfs", "ctr1"),
+            )
+            .unwrap();
+        (stowage_view(&db), stowage_lines(&db))
     };
+    let (want, ours) = want;
+    // containerd's metadata package reads every record, times included, as we wrote it.
+    assert_eq!(go_lines(&root), ours);
     // The Db is closed (its lock released): containerd takes over the root.
     let c = Containerd::start(&root, work.path()).unwrap();
     let got = ctr_view(&c);
