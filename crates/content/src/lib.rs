@@ -6,8 +6,8 @@
 //! and digest verification, fsync and an atomic rename, labels through an optional
 //! [`LabelStore`], walking with filters, and ingest status and abort.
 //!
-//! With the `testsuite` feature, the `testsuite` module holds the conformance suite every content store
-//! implementation runs.
+//! With the `testsuite` feature, the `testsuite` module holds the conformance suite every
+//! content store implementation runs.
 
 mod fsutil;
 mod hashing;
