@@ -1,11 +1,14 @@
 // godump prints what containerd 1.6's own metadata package reads from a meta.db, one record
 // per line, so tests can compare it with stowage's reading of the same file.
 //
-//	godump <meta.db>
+//	godump <meta.db>        records as containerd's stores read them
+//	godump init <meta.db>   open read-write and run containerd's DB.Init (migrations)
+//	godump raw <meta.db>    every bucket, key, value and sequence, in hex
 package main
 
 import (
 	"context"
+	"encoding/hex"
 	// go-digest only parses algorithms whose hash is linked in; containerd links sha256.
 	_ "crypto/sha256"
 	"fmt"
@@ -43,7 +46,37 @@ func check(err error) {
 	}
 }
 
+func raw(b *bolt.Bucket, path string) {
+	fmt.Printf("bucket %s seq=%d\n", path, b.Sequence())
+	check(b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			raw(b.Bucket(k), path+"/"+hex.EncodeToString(k))
+		} else {
+			fmt.Printf("key %s %s=%s\n", path, hex.EncodeToString(k), hex.EncodeToString(v))
+		}
+		return nil
+	}))
+}
+
 func main() {
+	switch os.Args[1] {
+	case "init":
+		db, err := bolt.Open(os.Args[2], 0644, &bolt.Options{Timeout: time.Second})
+		check(err)
+		check(metadata.NewDB(db, nil, nil).Init(context.Background()))
+		check(db.Close())
+		return
+	case "raw":
+		db, err := bolt.Open(os.Args[2], 0644, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+		check(err)
+		check(db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+				raw(b, hex.EncodeToString(name))
+				return nil
+			})
+		}))
+		return
+	}
 	db, err := bolt.Open(os.Args[1], 0644, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	check(err)
 	mdb := metadata.NewDB(db, nil, nil)
