@@ -165,6 +165,20 @@ impl Leases {
         })
     }
 
+    /// Creates lease `id` that expires after `ttl`, as `ctr leases create` does (label
+    /// `containerd.io/gc.expire`, RFC 3339 to the second). Once expired it is no longer a root
+    /// and the next collection removes it with what only it held.
+    pub fn create_expiring(&self, id: &str, labels: &Labels, ttl: Duration) -> Result<Lease> {
+        let at = SystemTime::now() + ttl;
+        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let mut labels = labels.clone();
+        labels.insert(
+            LABEL_GC_EXPIRE.to_string(),
+            format_rfc3339(UNIX_EPOCH + Duration::from_secs(secs)),
+        );
+        self.create(id, &labels)
+    }
+
     /// Deletes lease `id` and waits for the garbage collection it causes.
     pub fn delete_sync(&self, id: &str) -> Result<crate::GcStats> {
         self.delete(id)?;

@@ -400,3 +400,99 @@ fn a_pull_in_progress_under_a_lease_survives_collection() {
     );
     assert!(e.backend.list_statuses(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn collections_racing_leased_writers_never_lose_their_work() {
+    let e = env(false);
+    e.db.leases("ns")
+        .unwrap()
+        .create("busy", &Labels::new())
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let written = std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                e.db.collect().unwrap();
+                n += 1;
+            }
+            n
+        });
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let db = e.db.clone();
+                s.spawn(move || {
+                    let cs = db.content_store("ns", Some("busy")).unwrap();
+                    let mut out = Vec::new();
+                    for i in 0..40 {
+                        let data = format!("thread {t} blob {i}");
+                        let mut h = Digester::sha256();
+                        h.update(data.as_bytes());
+                        let d = h.finish();
+                        let desc = Descriptor::new(
+                            "application/octet-stream",
+                            d.clone(),
+                            data.len() as u64,
+                        );
+                        write_blob(
+                            &cs,
+                            &format!("t{t}-{i}"),
+                            &mut data.as_bytes(),
+                            &desc,
+                            Labels::new(),
+                        )
+                        .unwrap();
+                        // Visible right after the commit, whatever the collector is doing.
+                        assert!(cs.info(&d).is_ok(), "{d} lost right after commit");
+                        out.push(d);
+                    }
+                    out
+                })
+            })
+            .collect();
+        let written: Vec<Digest> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(gc.join().unwrap() > 0);
+        written
+    });
+    e.db.collect().unwrap();
+    let cs = e.db.content_store("ns", None).unwrap();
+    for d in &written {
+        assert!(cs.info(d).is_ok(), "{d} record lost");
+        assert!(e.backend.info(d).is_ok(), "{d} blob lost");
+    }
+    assert_eq!(written.len(), 80);
+}
+
+#[test]
+fn an_expiring_lease_stops_protecting_once_expired() {
+    let e = env(false);
+    let ls = e.db.leases("ns").unwrap();
+    let l = ls
+        .create_expiring("short", &Labels::new(), Duration::from_secs(1))
+        .unwrap();
+    let exp = stowage_metadata::parse_rfc3339(&l.labels["containerd.io/gc.expire"]).unwrap();
+    assert!(exp > SystemTime::now() - Duration::from_secs(1));
+    assert!(
+        !l.labels["containerd.io/gc.expire"].contains('.'),
+        "seconds only"
+    );
+    let cs = e.db.content_store("ns", Some("short")).unwrap();
+    let data = "held briefly";
+    let mut h = Digester::sha256();
+    h.update(data.as_bytes());
+    let d = h.finish();
+    let desc = Descriptor::new("application/octet-stream", d.clone(), data.len() as u64);
+    write_blob(&cs, "b", &mut data.as_bytes(), &desc, Labels::new()).unwrap();
+    e.db.collect().unwrap();
+    assert!(cs.info(&d).is_ok(), "still protected");
+    std::thread::sleep(
+        exp.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(1100),
+    );
+    e.db.collect().unwrap();
+    assert_eq!(cs.info(&d).unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(ls.list(&[]).unwrap().is_empty());
+}
