@@ -1,11 +1,31 @@
-//! containerd 1.6's metadata database (`meta.db`) on `stowage-bolt`, byte-compatible both ways:
+//! containerd 1.6's metadata database (`meta.db`) on `stowage-bolt`, compatible both ways:
 //! namespaces, images, containers, leases, namespaced views of a content store and of
 //! snapshotters, and the mark-and-sweep garbage collector.
 //!
-//! Open a root with [`Db::open`]; per-namespace stores come from [`Db::images`],
-//! [`Db::containers`], [`Db::leases`], [`Db::content_store`] and [`Db::snapshotter`]. Every
-//! operation is one bolt transaction. The schema and encodings are those of containerd's
-//! `metadata` package (see `shared/reference/formats.md`).
+//! # Using it
+//! - [`Db::open`] opens `<root>/io.containerd.metadata.v1.bolt/meta.db` (mode 0644), failing
+//!   fast with `Unavailable` when another process (a running containerd) holds its lock, and
+//!   brings the schema to `v1` version 3 (migrating 0–2 as containerd does; a newer or unknown
+//!   schema is refused and the file left untouched). [`Options`] carries the content backend
+//!   and the snapshotters by name.
+//! - Per-namespace stores: [`Db::images`], [`Db::containers`], [`Db::leases`], and the
+//!   namespaced [`Db::content_store`] and [`Db::snapshotter`]. These two take an optional
+//!   lease id: work done through them is added to that lease, as containerd does for a
+//!   request carrying `containerd-lease`.
+//! - Garbage collection: [`Db::collect`] runs one pass now; a [`Scheduler`] runs them in the
+//!   background with containerd's knobs ([`GcConfig`]); [`Db::collect_sync`],
+//!   [`Images::delete_sync`] and [`Leases::delete_sync`] wait for one.
+//!
+//! Every operation is one bolt transaction, so a failed one writes nothing. Readers never
+//! wait for writers; writers wait while a collection marks and removes records.
+//!
+//! # Compatibility notes
+//! The schema, encodings and semantics are those of containerd's `metadata` package (see
+//! `shared/reference/formats.md`); the tests compare with the real containerd 1.6 and its Go
+//! metadata package. Deliberate differences: a namespace holding leases cannot be deleted
+//! (containerd 1.6 only checks images, blobs, containers and snapshots); meta.db's lock is not
+//! waited for forever; the `labels` bucket is not created for a label map whose values are all
+//! empty (containerd creates it empty).
 
 mod containers;
 mod content;
