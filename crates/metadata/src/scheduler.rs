@@ -41,6 +41,9 @@ impl Default for GcConfig {
     }
 }
 
+/// The longest gap between collections the pause threshold may ask for.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 type Waiter = mpsc::Sender<std::result::Result<GcStats, Error>>;
 
 #[derive(Default)]
@@ -118,6 +121,16 @@ impl Scheduler {
                 "gc pause_threshold {} must be between 0 and 0.5",
                 cfg.pause_threshold
             )));
+        }
+        for (name, d) in [
+            ("schedule_delay", cfg.schedule_delay),
+            ("startup_delay", cfg.startup_delay),
+        ] {
+            if d > MAX_INTERVAL {
+                return Err(Error::invalid_argument(format!(
+                    "gc {name} {d:?} is longer than the {MAX_INTERVAL:?} allowed"
+                )));
+            }
         }
         let shared = Arc::new(Shared {
             cfg,
@@ -240,7 +253,10 @@ fn run(db: Db, shared: Arc<Shared>) {
                 st.mutations = 0;
                 if cfg.pause_threshold > 0.0 {
                     let avg = gc_time.as_secs_f64() / f64::from(collections);
-                    interval = Duration::from_secs_f64(avg / cfg.pause_threshold - avg);
+                    // A tiny threshold would ask for an absurd gap; a day is plenty.
+                    interval = Duration::try_from_secs_f64(avg / cfg.pause_threshold - avg)
+                        .unwrap_or(MAX_INTERVAL)
+                        .min(MAX_INTERVAL);
                 }
                 st.last = Some(done);
                 st.next = Some(done + interval);
@@ -251,7 +267,8 @@ fn run(db: Db, shared: Arc<Shared>) {
             Err(e) => {
                 // Back off past the previous gap, as containerd does.
                 let gap = st.last.map(|l| next.saturating_duration_since(l));
-                st.next = Some(done + gap.unwrap_or(interval) + Duration::from_secs(1));
+                let gap = gap.unwrap_or(interval).min(MAX_INTERVAL);
+                st.next = Some(done + gap + Duration::from_secs(1));
                 st.last = Some(done);
                 for w in st.waiters.drain(..) {
                     let _ = w.send(Err(Error::new(e.kind(), e.message().to_string())));

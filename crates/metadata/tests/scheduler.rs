@@ -137,4 +137,24 @@ fn mutation_threshold_triggers_a_collection() {
         }
     )
     .is_err());
+    assert!(Scheduler::start(
+        &db,
+        GcConfig {
+            schedule_delay: Duration::MAX,
+            ..Default::default()
+        }
+    )
+    .is_err());
+    // A tiny threshold is accepted and does not overflow the gap between collections.
+    let tiny = Scheduler::start(
+        &db,
+        GcConfig {
+            pause_threshold: 1e-300,
+            startup_delay: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    tiny.schedule_and_wait().unwrap();
+    tiny.stop();
 }
