@@ -464,3 +464,44 @@ fn bad_input_is_refused_and_nothing_is_half_written() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert_eq!(db.namespace_labels("n1").unwrap(), labels(&[("a", "1")]));
 }
+
+/// Damaged records read as errors (or as containerd reads them), never as panics.
+#[test]
+fn damaged_records_are_errors_not_panics() {
+    let (_d, db) = open();
+    db.images("default")
+        .unwrap()
+        .create(Image::new("img", target(1, INDEX)))
+        .unwrap();
+    let mut c = Container::new("c", "rt", spec());
+    c.runtime.options = Some(Any::new("x", vec![1]));
+    db.containers("default").unwrap().create(c).unwrap();
+    {
+        let mut tx = db.bolt().begin_write().unwrap();
+        let v1 = tx.bucket_mut(b"v1").unwrap().unwrap();
+        let mut ns = v1.into_bucket_mut(b"default").unwrap().unwrap();
+        {
+            let imgs = ns.bucket_mut(b"images").unwrap().unwrap();
+            let mut i = imgs.into_bucket_mut(b"img").unwrap().unwrap();
+            i.put(b"createdat", &[1, 2, 3]).unwrap();
+            let mut t = i.into_bucket_mut(b"target").unwrap().unwrap();
+            // containerd reads a bad varint as 0.
+            t.put(b"size", &[0xff]).unwrap();
+        }
+        let cs = ns.into_bucket_mut(b"containers").unwrap().unwrap();
+        let mut c = cs.into_bucket_mut(b"c").unwrap().unwrap();
+        c.put(b"spec", &[0x0a, 0x7f, b'x']).unwrap();
+        tx.commit().unwrap();
+    }
+    let err = db.images("default").unwrap().get("img").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DataLoss, "{err}");
+    assert!(err.to_string().contains("createdat"), "{err}");
+    assert_eq!(
+        db.images("default").unwrap().list(&[]).unwrap_err().kind(),
+        ErrorKind::DataLoss
+    );
+    let err = db.containers("default").unwrap().get("c").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DataLoss, "{err}");
+    // The collector does not trip over them either.
+    db.collect().unwrap();
+}
