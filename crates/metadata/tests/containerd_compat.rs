@@ -728,6 +728,17 @@ fn stowage_root_reads_the_same_in_containerd() {
     let c = Containerd::start(&root, work.path()).unwrap();
     let got = ctr_view(&c);
     let check = c.ctr(&["images", "check"]).unwrap();
+    // The blobs stowage placed are usable: containerd unpacks and mounts the image, and the
+    // fixture's files are there.
+    let base_ref = "stowage.test/fixtures/base:latest";
+    let mnt = work.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    c.ctr(&["images", "mount", base_ref, mnt.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    let entries = std::fs::read_dir(&mnt).unwrap().count();
+    c.ctr(&["images", "unmount", "--rm", mnt.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    assert!(entries > 0, "mounted image is empty");
     c.stop().unwrap();
     assert_eq!(got, want);
     assert_eq!(got.leases["team"]["L2"].1, labels(&[("z", "w")]));
