@@ -1048,8 +1048,11 @@ fn entries_match_containerds_snapshot_diff() {
     let theirs = out.stdout;
 
     // Ours, over the same snapshots, walking the mounted trees as containerd 1.6 does.
-    ctr(&["snapshots", "view", "base-view", "base"]);
-    let lower = ctr_mounts(&ctrd, "base-view");
+    // An untouched active child of the parent stands for the parent: ctr labels the
+    // snapshots it prepares as GC roots, but not its views, which containerd's GC may collect
+    // before they are mounted.
+    ctr(&["snapshots", "prepare", "base-lower", "base"]);
+    let lower = ctr_mounts(&ctrd, "base-lower");
     let upper: Vec<Mount> = ctr_mounts(&ctrd, "work")
         .iter()
         .map(Mount::to_readonly)

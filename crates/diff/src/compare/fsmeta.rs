@@ -18,33 +18,36 @@ fn unsupported(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
 }
 
-/// Calls `f(buf, len)` with a growing buffer until the value fits (values can grow between
-/// the size query and the read, which the kernel reports as `ERANGE`).
-fn read_sized(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Option<Vec<u8>>> {
+/// Calls `f(buf, len)` with a buffer of `initial` bytes, growing it to the size the kernel
+/// reports when that is too small (`ERANGE`; values can also grow between the size query and
+/// the read, hence the loop). Most files have no xattrs or small ones: one call.
+fn read_sized(
+    initial: usize,
+    mut f: impl FnMut(*mut libc::c_void, usize) -> isize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; initial];
     loop {
-        let want = f(std::ptr::null_mut(), 0);
-        if want < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ENODATA) => Ok(None),
-                _ => Err(err),
-            };
-        }
-        let mut buf = vec![0u8; want as usize];
-        if buf.is_empty() {
+        let got = f(buf.as_mut_ptr().cast(), buf.len());
+        if got >= 0 {
+            buf.truncate(got as usize);
             return Ok(Some(buf));
         }
-        let got = f(buf.as_mut_ptr().cast(), buf.len());
-        if got < 0 {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::ERANGE) => continue,
-                Some(libc::ENODATA) => return Ok(None),
-                _ => return Err(err),
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) => {
+                let want = f(std::ptr::null_mut(), 0);
+                if want < 0 {
+                    let err = io::Error::last_os_error();
+                    return match err.raw_os_error() {
+                        Some(libc::ENODATA) => Ok(None),
+                        _ => Err(err),
+                    };
+                }
+                buf = vec![0u8; (want as usize).max(buf.len() * 2)];
             }
+            _ => return Err(err),
         }
-        buf.truncate(got as usize);
-        return Ok(Some(buf));
     }
 }
 
@@ -52,7 +55,7 @@ fn read_sized(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Resul
 /// when the filesystem has none.
 pub(crate) fn all_xattrs(path: &Path) -> io::Result<Xattrs> {
     let p = c_path(path)?;
-    let list = match read_sized(|buf, len| {
+    let list = match read_sized(1024, |buf, len| {
         // SAFETY: `p` is a NUL-terminated string alive for the call, and `buf` is either null
         // with `len` 0 (size query) or a writable buffer of `len` bytes.
         unsafe { libc::llistxattr(p.as_ptr(), buf.cast(), len) as isize }
@@ -65,7 +68,7 @@ pub(crate) fn all_xattrs(path: &Path) -> io::Result<Xattrs> {
     for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let n = CString::new(name)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name contains NUL"))?;
-        let value = read_sized(|buf, len| {
+        let value = read_sized(256, |buf, len| {
             // SAFETY: as above; `n` comes from the kernel's own list, NUL-terminated here.
             unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf, len) as isize }
         })?;

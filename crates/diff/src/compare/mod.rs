@@ -190,6 +190,88 @@ impl Write for Counted<'_> {
     }
 }
 
+/// Size of the chunks the walking thread hands to the compressing one.
+const CHUNK: usize = 1 << 20;
+
+/// The walking side of the pipe: fills chunks and hands them over.
+struct ChunkSender {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(chunk)
+            .map_err(|_| io::Error::other("the layer writer stopped"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `write_tar` on a thread of its own (walking, reading files and hashing the DiffID)
+/// while this thread compresses its output into `cw`, so reading and compressing overlap.
+/// Returns the DiffID and the number of bytes that went into `cw`.
+fn produce_and_store(
+    compression: MediaCompression,
+    cw: &mut dyn Writer,
+    write_tar: impl FnOnce(&mut dyn Write) -> Result<DiffStats> + Send,
+) -> Result<(Digest, u64)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> Result<Digest> {
+            let mut tee = DiffIdTee {
+                digester: Digester::sha256(),
+                inner: ChunkSender {
+                    tx,
+                    buf: Vec::with_capacity(CHUNK),
+                },
+            };
+            write_tar(&mut tee)?;
+            tee.inner.send().map_err(Error::from)?;
+            Ok(tee.digester.finish())
+        });
+        let stored = (|| -> Result<u64> {
+            let mut counted = Counted { inner: cw, n: 0 };
+            let mut compressor =
+                Compressor::new(compression, BufWriter::with_capacity(CHUNK, &mut counted))
+                    .map_err(|e| Error::io("starting the layer compressor", e))?;
+            for chunk in rx {
+                compressor.write_all(&chunk).map_err(Error::from)?;
+            }
+            let buffered = compressor.finish().map_err(Error::from)?;
+            let counted = buffered
+                .into_inner()
+                .map_err(|e| Error::from(e.into_error()))?;
+            Ok(counted.n)
+        })();
+        // `rx` is gone by now: a producer still writing sees the hang-up and stops.
+        let produced = producer
+            .join()
+            .map_err(|_| Error::unknown("the layer walking thread panicked"))?;
+        match (produced, stored) {
+            // The store's error caused the walker's, when both failed.
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(diff_id), Ok(n)) => Ok((diff_id, n)),
+        }
+    })
+}
+
 /// Where the upper tree's changes are read from.
 #[derive(Debug, PartialEq, Eq)]
 enum Source {
@@ -292,36 +374,19 @@ pub fn compare(
         if !options.reference.is_empty() {
             cw.truncate(0)?;
         }
-        let (diff_id, size) = {
-            let mut counted = Counted {
-                inner: &mut *cw,
-                n: 0,
-            };
-            let compressor =
-                Compressor::new(compression, BufWriter::with_capacity(1 << 20, &mut counted))
-                    .map_err(|e| Error::io("starting the layer compressor", e))?;
-            let mut tee = DiffIdTee {
-                digester: Digester::sha256(),
-                inner: compressor,
-            };
-            match (&source, &upper_mount) {
-                (Source::OverlayUpper(dir), _) => {
-                    write_overlay_diff(lower_mount.path(), Path::new(dir), &mut tee)?;
-                }
-                (Source::Trees, Some(um)) => {
-                    write_diff(lower_mount.path(), um.path(), &mut tee)?;
-                }
-                (Source::Trees, None) => {
-                    return Err(Error::unknown("upper mounts not mounted"));
-                }
-            }
-            let diff_id = tee.digester.finish();
-            let buffered = tee.inner.finish().map_err(Error::from)?;
-            let counted = buffered
-                .into_inner()
-                .map_err(|e| Error::from(e.into_error()))?;
-            (diff_id, counted.n)
+        let upper_root = match (&source, &upper_mount) {
+            (Source::OverlayUpper(dir), _) => Path::new(dir),
+            (Source::Trees, Some(um)) => um.path(),
+            (Source::Trees, None) => return Err(Error::unknown("upper mounts not mounted")),
         };
+        let overlay = matches!(source, Source::OverlayUpper(_));
+        let (diff_id, size) = produce_and_store(compression, &mut *cw, |out| {
+            if overlay {
+                write_overlay_diff(lower_mount.path(), upper_root, out)
+            } else {
+                write_diff(lower_mount.path(), upper_root, out)
+            }
+        })?;
         commit(
             content,
             &mut *cw,

@@ -253,7 +253,7 @@ fn walk_overlay(
         }
         let marks = overlay_marks(&up)?;
         if !um.is_dir() {
-            w.change(ChangeKind::Add, &crel, Some(&um))?;
+            w.change_with_xattrs(ChangeKind::Add, &crel, Some(&um), Some(marks.layer))?;
             continue;
         }
         let lp = lower_root.join(std::ffi::OsStr::from_bytes(&crel));
@@ -274,7 +274,7 @@ fn walk_overlay(
             } else {
                 ChangeKind::Add
             };
-            w.change(kind, &crel, Some(&um))?;
+            w.change_with_xattrs(kind, &crel, Some(&um), Some(marks.layer.clone()))?;
         }
         if marks.opaque {
             w.opaque(&crel)?;

@@ -106,6 +106,17 @@ impl<'w> ChangeWriter<'w> {
         rel: &[u8],
         meta: Option<&Metadata>,
     ) -> Result<()> {
+        self.change_with_xattrs(change, rel, meta, None)
+    }
+
+    /// [`ChangeWriter::change`] with the entry's layer xattrs already read by the caller.
+    pub(crate) fn change_with_xattrs(
+        &mut self,
+        change: ChangeKind,
+        rel: &[u8],
+        meta: Option<&Metadata>,
+        xattrs: Option<fsmeta::Xattrs>,
+    ) -> Result<()> {
         let meta = match (change, meta) {
             (ChangeKind::Delete, _) => return self.whiteout(rel),
             (_, Some(m)) => m,
@@ -180,8 +191,11 @@ impl<'w> ChangeWriter<'w> {
             return Ok(());
         }
 
-        h.xattrs = fsmeta::layer_xattrs(&path)
-            .map_err(|e| Error::io(format!("read xattrs of {}", path.display()), e))?;
+        h.xattrs = match xattrs {
+            Some(x) => x,
+            None => fsmeta::layer_xattrs(&path)
+                .map_err(|e| Error::io(format!("read xattrs of {}", path.display()), e))?,
+        };
         self.include_parents(&h.name.clone(), ft.is_dir())?;
         self.emit(&h)?;
         if h.typeflag == kind::REGULAR && h.size > 0 {
