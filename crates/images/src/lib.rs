@@ -17,4 +17,4 @@ pub mod unpack;
 
 pub use model::{children, read_config, read_index, read_manifest, ImageConfig, Index, Manifest};
 pub use platform::{matching_manifests, resolve_manifest};
-pub use unpack::{unpack, ApplyMode, UnpackOptions, Unpacked};
+pub use unpack::{record_labels, unpack, ApplyMode, UnpackOptions, Unpacked, UnpackedLayer};

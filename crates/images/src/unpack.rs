@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use stowage_core_types::content::{Provider, SectionReader};
+use stowage_core_types::content::{Manager, Provider, SectionReader};
 use stowage_core_types::mount::Mount;
 use stowage_core_types::platform::Matcher;
 use stowage_core_types::snapshot::Snapshotter;
@@ -63,9 +63,21 @@ pub struct Unpacked {
     pub manifest: Descriptor,
     /// The image config.
     pub config: Descriptor,
-    /// Per layer, base first: its ChainID and whether it was applied now (`false`: the
-    /// snapshot already existed and was reused).
-    pub layers: Vec<(Digest, bool)>,
+    /// Per layer, base first.
+    pub layers: Vec<UnpackedLayer>,
+}
+
+/// One layer of an [`Unpacked`] image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackedLayer {
+    /// The layer blob.
+    pub descriptor: Descriptor,
+    /// Its DiffID (from the config; verified by the applier when `applied`).
+    pub diff_id: Digest,
+    /// The name of its committed snapshot.
+    pub chain_id: Digest,
+    /// True when applied now; false when the snapshot already existed and was reused.
+    pub applied: bool,
 }
 
 /// Unpacks the image `target` (a manifest, or an index resolved with `matcher`) from
@@ -116,7 +128,12 @@ pub fn unpack(
             &chain,
             options,
         )?;
-        layers.push((chain.clone(), applied));
+        layers.push(UnpackedLayer {
+            descriptor: layer.clone(),
+            diff_id: diff_ids[i].clone(),
+            chain_id: chain.clone(),
+            applied,
+        });
         top = Some(chain);
     }
     let Some(chain_id) = top else {
@@ -128,6 +145,46 @@ pub fn unpack(
         config: manifest.config,
         layers,
     })
+}
+
+/// The label containerd puts on a compressed layer blob once its DiffID is verified.
+pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+/// Prefix of the label on the image config that keeps the unpacked snapshot from garbage
+/// collection: `containerd.io/gc.ref.snapshot.<snapshotter>=<top ChainID>`.
+pub const GC_REF_SNAPSHOT_PREFIX: &str = "containerd.io/gc.ref.snapshot.";
+
+/// Records an unpack in the content store's labels as containerd's unpacker does:
+/// `containerd.io/uncompressed=<DiffID>` on every layer applied now (its DiffID was verified
+/// by the apply), then `containerd.io/gc.ref.snapshot.<snapshotter_name>=<top ChainID>` on the
+/// config. Other labels are left alone.
+pub fn record_labels(
+    manager: &dyn Manager,
+    unpacked: &Unpacked,
+    snapshotter_name: &str,
+) -> Result<()> {
+    for layer in unpacked.layers.iter().filter(|l| l.applied) {
+        set_label(
+            manager,
+            &layer.descriptor.digest,
+            UNCOMPRESSED_LABEL,
+            layer.diff_id.as_str(),
+        )?;
+    }
+    set_label(
+        manager,
+        &unpacked.config.digest,
+        &format!("{GC_REF_SNAPSHOT_PREFIX}{snapshotter_name}"),
+        unpacked.chain_id.as_str(),
+    )
+}
+
+fn set_label(manager: &dyn Manager, digest: &Digest, key: &str, value: &str) -> Result<()> {
+    let mut info = manager.info(digest)?;
+    info.labels.insert(key.to_string(), value.to_string());
+    manager
+        .update(info, &[format!("labels.{key}")])
+        .map(|_| ())
+        .map_err(|e| e.context(format!("label {digest} with {key}")))
 }
 
 /// Applies one layer as the committed snapshot `chain`; `Ok(false)` when it already existed.

@@ -341,3 +341,18 @@ fn gc_rooted_view(ctrd: &Containerd, snapshotter: &str, chain: &str) -> String {
     }
     panic!("containerd removed every view of {chain} before it could be labelled");
 }
+
+// The full fixture set adds 50 000 small files and 96 MiB of large files; in a debug build that
+// is about seven minutes per snapshotter (mostly generating the fixtures), too slow for every
+// `cargo test`. Run with `cargo test -p stowage-images --test fidelity -- --ignored`.
+#[test]
+#[ignore = "slow (~7 min in debug): full fixture set with 50k small files and large files"]
+fn overlayfs_trees_match_containerd_full_fixtures() {
+    fidelity("overlayfs", false);
+}
+
+#[test]
+#[ignore = "slow (~7 min in debug): full fixture set with 50k small files and large files"]
+fn native_trees_match_containerd_full_fixtures() {
+    fidelity("native", false);
+}

@@ -123,12 +123,25 @@ fn fixtures_unpack_into_overlay_and_native_and_reuse_layers() {
             let diff_ids = config_diff_ids(&store, &got.manifest);
             let chains = chain_ids(&diff_ids);
             assert_eq!(&got.chain_id, chains.last().unwrap(), "{}", img.name);
-            let listed: Vec<Digest> = got.layers.iter().map(|(c, _)| c.clone()).collect();
+            let listed: Vec<Digest> = got.layers.iter().map(|l| l.chain_id.clone()).collect();
             assert_eq!(listed, chains, "{}", img.name);
             // `docker` shares its base layer with `base`, unpacked before it.
             let reused_base = img.name == "docker";
-            for (i, (chain, applied)) in got.layers.iter().enumerate() {
-                assert_eq!(*applied, !(reused_base && i == 0), "{} layer {i}", img.name);
+            assert_eq!(
+                got.layers
+                    .iter()
+                    .map(|l| l.diff_id.clone())
+                    .collect::<Vec<_>>(),
+                diff_ids
+            );
+            for (i, layer) in got.layers.iter().enumerate() {
+                let chain = &layer.chain_id;
+                assert_eq!(
+                    layer.applied,
+                    !(reused_base && i == 0),
+                    "{} layer {i}",
+                    img.name
+                );
                 let info = sn.stat(chain.as_str()).unwrap();
                 assert_eq!(info.kind, Kind::Committed);
                 let parent = if i == 0 {
@@ -157,7 +170,7 @@ fn fixtures_unpack_into_overlay_and_native_and_reuse_layers() {
             let dirs = snapshot_dirs(&sn_root);
             let again = unpack(&store, &*sn, &target, &Matcher::host(), &options(kind)).unwrap();
             assert_eq!(again.chain_id, got.chain_id);
-            assert!(again.layers.iter().all(|(_, applied)| !applied));
+            assert!(again.layers.iter().all(|l| !l.applied));
             assert_eq!(all(&*sn).len(), snaps.len());
             assert_eq!(snapshot_dirs(&sn_root), dirs);
 
@@ -340,7 +353,7 @@ fn failed_layers_leave_only_the_committed_parents() {
             );
             let done = unpack(&store, &*sn, &good, &Matcher::host(), &options(kind)).unwrap();
             assert_eq!(
-                done.layers.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+                done.layers.iter().map(|l| l.applied).collect::<Vec<_>>(),
                 vec![false, true, true]
             );
             with_view(&*sn, &done.chain_id, |r| {
@@ -460,4 +473,118 @@ fn platforms_are_chosen_from_the_multiplatform_index() {
 fn require_root_quiet() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn labels_are_recorded_like_containerds_unpacker() {
+    if !require_root() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let store = LocalStore::with_memory_labels(work.path().join("content")).unwrap();
+    let sn = NativeSnapshotter::new(work.path().join("sn")).unwrap();
+    let (l1, l2) = (tar_of(&[("one", b"1")]), tar_of(&[("two", b"2")]));
+    let (d1, d2) = (sha256(&l1), sha256(&l2));
+    let base = image(&store, &[gzip(&l1)], std::slice::from_ref(&d1));
+    let both = image(&store, &[gzip(&l1), gzip(&l2)], &[d1.clone(), d2.clone()]);
+
+    let first = unpack(
+        &store,
+        &sn,
+        &base,
+        &Matcher::host(),
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    stowage_images::record_labels(&store, &first, "native").unwrap();
+    let second = unpack(
+        &store,
+        &sn,
+        &both,
+        &Matcher::host(),
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    // Only the layer applied now is labelled by the second record (the base was reused).
+    use stowage_core_types::content::Manager;
+    let l1_desc = &second.layers[0].descriptor;
+    let before = store.info(&l1_desc.digest).unwrap().labels;
+    stowage_images::record_labels(&store, &second, "native").unwrap();
+    assert_eq!(store.info(&l1_desc.digest).unwrap().labels, before);
+    assert_eq!(
+        before.get("containerd.io/uncompressed").map(String::as_str),
+        Some(d1.as_str())
+    );
+    let l2_labels = store
+        .info(&second.layers[1].descriptor.digest)
+        .unwrap()
+        .labels;
+    assert_eq!(
+        l2_labels
+            .get("containerd.io/uncompressed")
+            .map(String::as_str),
+        Some(d2.as_str())
+    );
+    for (u, cfg) in [(&first, &first.config), (&second, &second.config)] {
+        let labels = store.info(&cfg.digest).unwrap().labels;
+        assert_eq!(
+            labels
+                .get("containerd.io/gc.ref.snapshot.native")
+                .map(String::as_str),
+            Some(u.chain_id.as_str())
+        );
+    }
+}
+
+#[test]
+fn concurrent_unpacks_of_one_image_share_the_snapshots() {
+    if !require_root() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(work.path().join("content")).unwrap();
+    let sn_root = work.path().join("sn");
+    let sn = OverlaySnapshotter::new(&sn_root).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..4)
+        .map(|i| tar_of(&[(&format!("f{i}"), &vec![i as u8; 300_000][..])]))
+        .collect();
+    let diff_ids: Vec<Digest> = blobs.iter().map(|b| sha256(b)).collect();
+    let gz: Vec<Vec<u8>> = blobs.iter().map(|b| gzip(b)).collect();
+    let target = image(&store, &gz, &diff_ids);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    unpack(
+                        &store,
+                        &sn,
+                        &target,
+                        &Matcher::host(),
+                        &UnpackOptions::default(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let chains = chain_ids(&diff_ids);
+    let mut applied = vec![0; 4];
+    for r in results {
+        let r = r.unwrap();
+        assert_eq!(&r.chain_id, chains.last().unwrap());
+        for (i, l) in r.layers.iter().enumerate() {
+            applied[i] += usize::from(l.applied);
+        }
+    }
+    // Every layer committed exactly once, whoever won; losers' extraction snapshots are gone.
+    assert_eq!(applied, vec![1; 4]);
+    let snaps = all(&sn);
+    assert_eq!(
+        snaps
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        chains.iter().map(|c| c.to_string()).collect()
+    );
+    assert_eq!(snapshot_dirs(&sn_root), 4);
 }
