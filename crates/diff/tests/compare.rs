@@ -311,6 +311,12 @@ fn modify(root: &Path, overlay_opaque: bool) {
     // Setuid survives ownership changes only if set after them.
     chown(&r("bin/su"), 0, 1000);
     chmod(&r("bin/su"), 0o4750);
+    // Owners too large for the ustar fields (PAX `uid`/`gid` records).
+    write(&r("bigids"), b"ids", 0o644);
+    chown(&r("bigids"), 3_000_000, 4_000_000);
+    // A name that is not UTF-8.
+    let raw = root.join(std::ffi::OsStr::from_bytes(b"raw-\xff-name"));
+    write(&raw, b"raw", 0o644);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -233,6 +233,28 @@ mod tests {
     }
 
     #[test]
+    fn sizes_past_8_gib_go_to_a_pax_record() {
+        let h = Header {
+            name: b"huge".to_vec(),
+            typeflag: kind::REGULAR,
+            mode: 0o644,
+            size: 1 << 34,
+            ..Header::default()
+        };
+        let mut out = Vec::new();
+        write_header(&mut out, &h).unwrap();
+        // The PAX header, its one block of records, then the ustar block with size 0.
+        assert_eq!(out.len(), 3 * BLOCK);
+        assert_eq!(out[156], kind::PAX);
+        let records = &out[BLOCK..2 * BLOCK];
+        assert!(records.starts_with(b"20 size=17179869184\n"), "{records:?}");
+        assert_eq!(&out[2 * BLOCK + 124..2 * BLOCK + 136], b"00000000000\0");
+        let mut ar = tar::Archive::new(&out[..]);
+        let e = ar.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(e.size(), 1 << 34);
+    }
+
+    #[test]
     fn pax_entry_names_follow_go() {
         assert_eq!(pax_entry_name(b"a/b/c"), b"a/b/PaxHeaders.0/c");
         assert_eq!(pax_entry_name(b"c"), b"PaxHeaders.0/c");
