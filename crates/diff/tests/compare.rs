@@ -592,22 +592,31 @@ fn hard_link_peers_follow_a_changed_name() {
     assert_same_tree(&target, &upper);
 }
 
-fn overlay_mount(lower: &Path, upper: &Path, work: &Path) -> TempMount {
-    let m = Mount::new(
-        "overlay",
-        "overlay",
-        [
-            "index=off".to_string(),
-            format!("lowerdir={}", lower.display()),
-            format!("upperdir={}", upper.display()),
-            format!("workdir={}", work.display()),
-        ],
-    );
+fn overlay_mount(lower: &Path, upper: &Path, work: &Path, userxattr: bool) -> TempMount {
+    let mut options = vec![
+        "index=off".to_string(),
+        format!("lowerdir={}", lower.display()),
+        format!("upperdir={}", upper.display()),
+        format!("workdir={}", work.display()),
+    ];
+    if userxattr {
+        options.push("userxattr".into());
+    }
+    let m = Mount::new("overlay", "overlay", options);
     TempMount::new(&[m]).expect("mounting overlayfs (root and a kernel with overlay needed)")
 }
 
 #[test]
 fn overlay_upper_dir_round_trip() {
+    overlay_round_trip(false);
+}
+
+#[test]
+fn overlay_upper_dir_with_userxattr_round_trip() {
+    overlay_round_trip(true);
+}
+
+fn overlay_round_trip(userxattr: bool) {
     let _serial = serial();
     if !need_root() {
         return;
@@ -618,8 +627,21 @@ fn overlay_upper_dir_round_trip() {
         fs::create_dir(p(d)).unwrap();
     }
     build_lower(&p("lower"));
-    let merged = overlay_mount(&p("lower"), &p("upper"), &p("work"));
+    let merged = overlay_mount(&p("lower"), &p("upper"), &p("work"), userxattr);
     modify(merged.path(), true);
+    // The opaque marker is in the namespace the mount uses.
+    let marker = if userxattr {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    };
+    let c = cpath(&p("upper/opq"));
+    let n = CString::new(marker).unwrap();
+    let mut v = [0u8; 8];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+    assert_eq!(len, 1, "{marker} missing on the upper opq/");
+    assert_eq!(v[0], b'y');
 
     let mut layer = Vec::new();
     write_overlay_diff(&p("lower"), &p("upper"), &mut layer).unwrap();
