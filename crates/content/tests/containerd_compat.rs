@@ -432,7 +432,7 @@ fn containerd_serves_what_stowage_wrote() {
     }
 
     // Get meta.db to record an ingest (ctr is killed before sending data), then stop.
-    let mut client = ChildGuard(
+    let client = ChildGuard(
         ctrd.command(&["content", "ingest", "ours-partial"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -441,7 +441,7 @@ fn containerd_serves_what_stowage_wrote() {
             .unwrap(),
     );
     ctrd.wait_active("ours-partial", "0B");
-    drop(client.0.stdin.take());
+    // Killed with its stdin still open: closing stdin first would let it commit empty content.
     drop(client);
     ctrd.stop();
 
