@@ -172,6 +172,44 @@ fn backend_keys_children_labels_and_namespaces() {
     a.remove("base").unwrap();
     assert_eq!(a.stat("base").unwrap_err().kind(), ErrorKind::NotFound);
 
+    // Unpack's dedupe: preparing with `containerd.io/snapshot.ref` naming a snapshot the
+    // namespace already has is AlreadyExists, and nothing is left behind.
+    a.prepare("l-active", "", Labels::new()).unwrap();
+    a.commit(
+        "layer",
+        "l-active",
+        labels(&[("containerd.io/snapshot.ref", "layer")]),
+    )
+    .unwrap();
+    let err = a
+        .prepare(
+            "extract-1",
+            "",
+            labels(&[("containerd.io/snapshot.ref", "layer")]),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(a.stat("extract-1").unwrap_err().kind(), ErrorKind::NotFound);
+    // The target label reached the backend (backends use it to find committed layers).
+    let mut tagged = Vec::new();
+    overlay
+        .walk(
+            &mut |i: Info| {
+                if i.labels
+                    .get("containerd.io/snapshot.ref")
+                    .map(String::as_str)
+                    == Some("layer")
+                {
+                    tagged.push(i.name);
+                }
+                Ok(())
+            },
+            &[],
+        )
+        .unwrap();
+    assert_eq!(tagged.len(), 1, "{tagged:?}");
+    assert!(tagged[0].starts_with("a/") && tagged[0].ends_with("/layer"));
+
     // Label update: stored in meta.db; bad paths refused.
     a.prepare("u", "", Labels::new()).unwrap();
     let mut info = a.stat("u").unwrap();
