@@ -1,0 +1,89 @@
+//! stowaged: serves containerd's v1 storage API on a unix socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use stowage_daemon::config::Config;
+use stowage_daemon::server::{bind, serve, signals, State};
+
+/// containerd 1.6's storage plane (content, images, snapshots, leases, containers) over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "stowaged", version)]
+struct Flags {
+    /// Path to the configuration file (containerd config.toml, version 2).
+    #[arg(short = 'c', long)]
+    config: Option<PathBuf>,
+    /// containerd-compatible root directory.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// State directory.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Address (unix socket path) for gRPC.
+    #[arg(short = 'a', long)]
+    address: Option<PathBuf>,
+    /// Log level (trace, debug, info, warn, error).
+    #[arg(short = 'l', long = "log-level")]
+    log_level: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let flags = Flags::parse();
+    let mut cfg = match &flags.config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("stowaged: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(r) = flags.root {
+        cfg.root = r;
+    }
+    if let Some(s) = flags.state {
+        cfg.state = s;
+    }
+    if let Some(a) = flags.address {
+        cfg.address = a;
+    }
+    if let Some(l) = flags.log_level {
+        cfg.log_level = l;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stowaged: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("stowaged: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let c = cfg.clone();
+    let state = Arc::new(tokio::task::spawn_blocking(move || State::open(&c)).await??);
+    let listener = bind(&cfg.address, cfg.uid, cfg.gid)?;
+    tracing::info!(root = %cfg.root.display(), address = %cfg.address.display(), "stowaged serving");
+    serve(state, listener, signals()).await?;
+    tracing::info!("stowaged stopped");
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! Opening a root, building the services and serving them on a unix socket until a signal.
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use stowage_content::LocalStore;
+use stowage_core_types::snapshot::Snapshotter;
+use stowage_core_types::{Error, Result};
+use stowage_metadata::{Db, Options, Scheduler};
+use stowage_snapshots_native::NativeSnapshotter;
+use stowage_snapshots_overlay::OverlaySnapshotter;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::events::Exchange;
+use crate::services;
+
+/// containerd's content plugin directory.
+pub const CONTENT_DIR: &str = "io.containerd.content.v1.content";
+/// containerd's overlayfs snapshotter directory.
+pub const OVERLAY_DIR: &str = "io.containerd.snapshotter.v1.overlayfs";
+/// containerd's native snapshotter directory.
+pub const NATIVE_DIR: &str = "io.containerd.snapshotter.v1.native";
+/// The file holding the daemon's UUID (Introspection.Server), kept across restarts.
+pub const UUID_FILE: &str = "io.containerd.grpc.v1.introspection/uuid";
+/// Largest gRPC message either way, as containerd's clients use.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// Everything the services share.
+#[derive(Debug)]
+pub struct State {
+    /// The metadata database (and through it, content and snapshotters).
+    pub db: Db,
+    /// The event exchange.
+    pub exchange: Exchange,
+    /// The daemon's persistent UUID.
+    pub uuid: String,
+    /// The root directory.
+    pub root: PathBuf,
+    /// The state directory (temporary mounts live below it).
+    pub state: PathBuf,
+    /// Snapshotters that loaded, by name, and the error of those that did not.
+    pub snapshotters: BTreeMap<String, std::result::Result<(), String>>,
+    /// The garbage collection scheduler, stopped at shutdown.
+    pub scheduler: std::sync::Mutex<Option<Scheduler>>,
+}
+
+/// Fails with Unavailable when another process holds the lock of a database file under
+/// `root` (containerd and bbolt take an exclusive `flock`), so start-up refuses a root in use
+/// at once instead of waiting on it.
+fn check_root_free(root: &Path) -> Result<()> {
+    for rel in [
+        "io.containerd.metadata.v1.bolt/meta.db",
+        "io.containerd.snapshotter.v1.overlayfs/metadata.db",
+        "io.containerd.snapshotter.v1.native/metadata.db",
+    ] {
+        let path = root.join(rel);
+        let Ok(f) = OpenOptions::new().read(true).open(&path) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own; it only affects the lock state of that file.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(Error::unavailable(format!(
+                "root {} is in use by another daemon ({} is locked); stop it or choose another --root",
+                root.display(),
+                path.display()
+            )));
+        }
+        // Closing `f` releases the probe lock.
+    }
+    Ok(())
+}
+
+fn load_uuid(root: &Path) -> Result<String> {
+    let path = root.join(UUID_FILE);
+    if let Ok(s) = fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        if uuid::Uuid::parse_str(&s).is_ok() {
+            return Ok(s);
+        }
+    }
+    if let Some(dir) = path.parent() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, &id).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(format!("rename {}", path.display()), e))?;
+    Ok(id)
+}
+
+impl State {
+    /// Opens the stores under `cfg.root` (creating them when new) and starts the GC scheduler.
+    pub fn open(cfg: &Config) -> Result<State> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&cfg.root)
+            .map_err(|e| Error::io(format!("create root {}", cfg.root.display()), e))?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&cfg.state)
+            .map_err(|e| Error::io(format!("create state {}", cfg.state.display()), e))?;
+        check_root_free(&cfg.root)?;
+        let content = Arc::new(LocalStore::open(cfg.root.join(CONTENT_DIR))?);
+        let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
+        let mut loaded = BTreeMap::new();
+        match OverlaySnapshotter::new(cfg.root.join(OVERLAY_DIR)) {
+            Ok(s) => {
+                snapshotters.insert("overlayfs".into(), Arc::new(s));
+                loaded.insert("overlayfs".to_string(), Ok(()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "overlayfs snapshotter not loaded");
+                loaded.insert("overlayfs".to_string(), Err(e.to_string()));
+            }
+        }
+        match NativeSnapshotter::new(cfg.root.join(NATIVE_DIR)) {
+            Ok(s) => {
+                snapshotters.insert("native".into(), Arc::new(s));
+                loaded.insert("native".to_string(), Ok(()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "native snapshotter not loaded");
+                loaded.insert("native".to_string(), Err(e.to_string()));
+            }
+        }
+        let db = Db::open(
+            &cfg.root,
+            Options {
+                lock_timeout: Duration::from_millis(200),
+                content: Some(content),
+                snapshotters,
+                no_sync: false,
+            },
+        )
+        .map_err(|e| e.context(format!("opening metadata under {}", cfg.root.display())))?;
+        let scheduler = Scheduler::start(&db, cfg.gc)?;
+        Ok(State {
+            db,
+            exchange: Exchange::new(),
+            uuid: load_uuid(&cfg.root)?,
+            root: cfg.root.clone(),
+            state: cfg.state.clone(),
+            snapshotters: loaded,
+            scheduler: std::sync::Mutex::new(Some(scheduler)),
+        })
+    }
+
+    /// Stops the GC scheduler (waiting for a running collection).
+    pub fn close(&self) {
+        if let Ok(mut s) = self.scheduler.lock() {
+            if let Some(s) = s.take() {
+                s.stop();
+            }
+        }
+    }
+}
+
+/// Binds the unix socket at `path` (0660, owned by `uid:gid`), replacing a stale one.
+pub fn bind(path: &Path, uid: u32, gid: u32) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("remove stale socket {}", path.display()),
+                e,
+            ))
+        }
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| Error::io(format!("chown {}", path.display()), e))?;
+    Ok(l)
+}
+
+/// Serves every service on `listener` until `shutdown` resolves, then closes the state.
+pub async fn serve(
+    state: Arc<State>,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let router = services::router(state.clone());
+    let incoming = UnixListenerStream::new(listener);
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || s.close()).await?;
+    Ok(())
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+pub async fn signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

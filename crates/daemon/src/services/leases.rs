@@ -1,0 +1,137 @@
+//! containerd.services.leases.v1.Leases over the metadata lease store.
+
+use std::sync::Arc;
+
+use stowage_metadata::{Lease, Resource};
+use tonic::{Request, Response, Status};
+
+use super::blocking;
+use crate::api::containerd::services::leases::v1 as pb;
+use crate::api::containerd::services::leases::v1::leases_server::Leases;
+use crate::convert::{label_map, labels, timestamp};
+use crate::request::required_namespace;
+use crate::server::State;
+
+/// The Leases service.
+#[derive(Debug)]
+pub struct Service(pub Arc<State>);
+
+fn lease_pb(l: &Lease) -> pb::Lease {
+    pb::Lease {
+        id: l.id.clone(),
+        created_at: Some(timestamp(l.created_at)),
+        labels: label_map(&l.labels),
+    }
+}
+
+fn resource(r: Option<pb::Resource>) -> Result<Resource, Status> {
+    let r = r.ok_or_else(|| Status::invalid_argument("resource is required: invalid argument"))?;
+    Ok(Resource {
+        id: r.id,
+        kind: r.r#type,
+    })
+}
+
+/// A fresh lease id when the client leaves it empty (containerd uses random ones too).
+fn generated_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs}-{}", &u[..12])
+}
+
+#[tonic::async_trait]
+impl Leases for Service {
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::CreateResponse>, Status> {
+        let ns = required_namespace(&req)?;
+        let req = req.into_inner();
+        let id = if req.id.is_empty() {
+            generated_id()
+        } else {
+            req.id
+        };
+        let l = labels(req.labels);
+        let db = self.0.db.clone();
+        let lease = blocking(move || db.leases(&ns)?.create(&id, &l)).await?;
+        Ok(Response::new(pb::CreateResponse {
+            lease: Some(lease_pb(&lease)),
+        }))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<()>, Status> {
+        let ns = required_namespace(&req)?;
+        let req = req.into_inner();
+        let db = self.0.db.clone();
+        blocking(move || {
+            let leases = db.leases(&ns)?;
+            if req.sync {
+                leases.delete_sync(&req.id).map(|_| ())
+            } else {
+                leases.delete(&req.id)
+            }
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let ns = required_namespace(&req)?;
+        let filters = req.into_inner().filters;
+        let db = self.0.db.clone();
+        let list = blocking(move || db.leases(&ns)?.list(&filters)).await?;
+        Ok(Response::new(pb::ListResponse {
+            leases: list.iter().map(lease_pb).collect(),
+        }))
+    }
+
+    async fn add_resource(
+        &self,
+        req: Request<pb::AddResourceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ns = required_namespace(&req)?;
+        let req = req.into_inner();
+        let r = resource(req.resource)?;
+        let db = self.0.db.clone();
+        blocking(move || db.leases(&ns)?.add_resource(&req.id, &r)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete_resource(
+        &self,
+        req: Request<pb::DeleteResourceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ns = required_namespace(&req)?;
+        let req = req.into_inner();
+        let r = resource(req.resource)?;
+        let db = self.0.db.clone();
+        blocking(move || db.leases(&ns)?.delete_resource(&req.id, &r)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_resources(
+        &self,
+        req: Request<pb::ListResourcesRequest>,
+    ) -> Result<Response<pb::ListResourcesResponse>, Status> {
+        let ns = required_namespace(&req)?;
+        let id = req.into_inner().id;
+        let db = self.0.db.clone();
+        let rs = blocking(move || db.leases(&ns)?.list_resources(&id)).await?;
+        Ok(Response::new(pb::ListResourcesResponse {
+            resources: rs
+                .into_iter()
+                .map(|r| pb::Resource {
+                    id: r.id,
+                    r#type: r.kind,
+                })
+                .collect(),
+        }))
+    }
+}
