@@ -16,20 +16,34 @@ use stowage_core_types::error::{Error, Result};
 use super::fsmeta::{self, Xattrs};
 use super::writer::{ChangeKind, ChangeWriter};
 
-fn sorted_names(dir: &Path) -> Result<Vec<OsString>> {
-    let rd =
-        fs::read_dir(dir).map_err(|e| Error::io(format!("read directory {}", dir.display()), e))?;
-    let mut names = Vec::new();
-    for ent in rd {
-        let ent = ent.map_err(|e| Error::io(format!("read directory {}", dir.display()), e))?;
-        names.push(ent.file_name());
-    }
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
+/// One directory entry: its name, and a handle whose `metadata()` is an `fstatat` relative
+/// to the open directory (no path lookup from the root, no symlink followed).
+struct Entry {
+    name: OsString,
+    ent: fs::DirEntry,
 }
 
-fn lstat(path: &Path) -> Result<Metadata> {
-    fs::symlink_metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))
+impl Entry {
+    fn lstat(&self, full: &Path) -> Result<Metadata> {
+        self.ent
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", full.display()), e))
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<Entry>> {
+    let rd =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("read directory {}", dir.display()), e))?;
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io(format!("read directory {}", dir.display()), e))?;
+        out.push(Entry {
+            name: ent.file_name(),
+            ent,
+        });
+    }
+    out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(out)
 }
 
 fn lstat_opt(path: &Path) -> Result<Option<Metadata>> {
@@ -139,29 +153,29 @@ fn walk_both(
     upper: &Path,
     w: &mut ChangeWriter<'_>,
 ) -> Result<()> {
-    let unames = sorted_names(upper)?;
+    let unames = sorted_entries(upper)?;
     let lnames = match lower {
-        Some(l) => sorted_names(l)?,
+        Some(l) => sorted_entries(l)?,
         None => Vec::new(),
     };
     let (mut i, mut j) = (0, 0);
     while i < lnames.len() || j < unames.len() {
         let order = match (lnames.get(i), unames.get(j)) {
-            (Some(l), Some(u)) => l.as_bytes().cmp(u.as_bytes()),
+            (Some(l), Some(u)) => l.name.as_bytes().cmp(u.name.as_bytes()),
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
         match order {
             std::cmp::Ordering::Less => {
                 // Only in the lower tree: deleted, and whatever was under it goes with it.
-                w.change(ChangeKind::Delete, &child(rel, &lnames[i]), None)?;
+                w.change(ChangeKind::Delete, &child(rel, &lnames[i].name), None)?;
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                let name = &unames[j];
+                let name = &unames[j].name;
                 let crel = child(rel, name);
                 let up = upper.join(name);
-                let um = lstat(&up)?;
+                let um = unames[j].lstat(&up)?;
                 w.change(ChangeKind::Add, &crel, Some(&um))?;
                 if um.is_dir() {
                     walk_both(&crel, None, &up, w)?;
@@ -169,12 +183,12 @@ fn walk_both(
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                let name = &unames[j];
+                let name = &unames[j].name;
                 let crel = child(rel, name);
                 let up = upper.join(name);
                 let lp = lower.map(|l| l.join(name)).unwrap_or_default();
-                let um = lstat(&up)?;
-                let lm = lstat(&lp)?;
+                let um = unames[j].lstat(&up)?;
+                let lm = lnames[i].lstat(&lp)?;
                 if !same_file(&lp, &lm, &up, &um)? {
                     w.change(ChangeKind::Modify, &crel, Some(&um))?;
                 } else if !um.is_dir() && um.nlink() > 1 {
@@ -243,10 +257,10 @@ fn walk_overlay(
     upper: &Path,
     w: &mut ChangeWriter<'_>,
 ) -> Result<()> {
-    for name in sorted_names(upper)? {
-        let crel = child(rel, &name);
-        let up = upper.join(&name);
-        let um = lstat(&up)?;
+    for entry in sorted_entries(upper)? {
+        let crel = child(rel, &entry.name);
+        let up = upper.join(&entry.name);
+        let um = entry.lstat(&up)?;
         if is_overlay_whiteout(&um) {
             w.change(ChangeKind::Delete, &crel, None)?;
             continue;
