@@ -135,6 +135,8 @@ pub struct Any {
 
 /// The type URL containerd uses for an OCI runtime spec stored as JSON.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// The type URL of runc shim options (`io.containerd.runc.v2` runtime options).
+pub const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
 
 impl Any {
     /// An `Any` of `type_url` holding `value`.

@@ -44,7 +44,7 @@ pub use content::{ContentStore, INGEST_EXPIRY};
 pub use db::{db_path, Db, MutationCallback, Options, DB_FILE, PLUGIN_DIR};
 pub use encoding::{
     decode_time, decode_uvarint, decode_varint, encode_time, encode_uvarint, encode_varint, Any,
-    SPEC_TYPE_URL,
+    RUNC_OPTIONS_TYPE_URL, SPEC_TYPE_URL,
 };
 pub use gc::{
     GcStats, Node, ResourceKind, LABEL_GC_REF_CONTENT, LABEL_GC_REF_SNAPSHOT, LABEL_GC_ROOT,

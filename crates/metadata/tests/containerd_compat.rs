@@ -711,6 +711,11 @@ fn stowage_root_reads_the_same_in_containerd() {
         c.snapshotter = "overlayfs".into();
         c.snapshot_key = "ctr1".into();
         c.labels = labels(&[("role", "test")]);
+        // runc options with `NoPivotRoot: true` (field 1, varint 1).
+        c.runtime.options = Some(Any::new(
+            stowage_metadata::RUNC_OPTIONS_TYPE_URL,
+            vec![0x08, 0x01],
+        ));
         db.containers("default").unwrap().create(c).unwrap();
         db.leases("default")
             .unwrap()

@@ -221,7 +221,10 @@ fn containers_crud_and_any_bytes() {
     c.snapshotter = "overlayfs".into();
     c.snapshot_key = "c1".into();
     c.labels = labels(&[("role", "web")]);
-    c.runtime.options = Some(Any::new("containerd.runc.v1.Options", vec![0x08, 0x01]));
+    c.runtime.options = Some(Any::new(
+        stowage_metadata::RUNC_OPTIONS_TYPE_URL,
+        vec![0x08, 0x01],
+    ));
     c.extensions = BTreeMap::from([("ext".to_string(), Any::new("x.y", vec![1, 2]))]);
     let created = cs.create(c.clone()).unwrap();
     assert_eq!(
