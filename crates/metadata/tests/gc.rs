@@ -496,3 +496,42 @@ fn an_expiring_lease_stops_protecting_once_expired() {
     assert_eq!(cs.info(&d).unwrap_err().kind(), ErrorKind::NotFound);
     assert!(ls.list(&[]).unwrap().is_empty());
 }
+
+#[test]
+fn collection_neither_waits_for_nor_blocks_readers() {
+    let e = env(false);
+    let keep = blob(&e, "ns", "keep", labels(&[("containerd.io/gc.root", "1")]));
+    let gone = blob(&e, "ns", "gone", Labels::new());
+    // A long-lived reader (a listing in progress) does not hold the collector up...
+    let reader = e.db.bolt().begin_read().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let db = e.db.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(db.collect().map(|s| s.removed.len()));
+    });
+    let removed = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("collection finished while a reader was open")
+        .unwrap();
+    assert_eq!(removed, 1);
+    // ...and keeps its snapshot: the removed record is still visible to it.
+    let old_view = reader
+        .bucket(b"v1")
+        .unwrap()
+        .unwrap()
+        .bucket(b"ns")
+        .unwrap()
+        .unwrap()
+        .bucket(b"content")
+        .unwrap()
+        .unwrap()
+        .bucket(b"blob")
+        .unwrap()
+        .unwrap()
+        .bucket(gone.as_str().as_bytes())
+        .unwrap();
+    assert!(old_view.is_some());
+    drop(reader);
+    assert!(blobs_in(&e, "ns").contains(&keep));
+    assert!(!blobs_in(&e, "ns").contains(&gone));
+}
