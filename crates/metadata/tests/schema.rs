@@ -166,3 +166,15 @@ fn migrates_version_0_child_links_and_flat_ingests() {
         .unwrap();
     assert_eq!(ing.get(b"ref").unwrap(), Some(&b"default/1/pull-1"[..]));
 }
+
+#[test]
+fn a_file_that_is_not_bolt_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let junk: Vec<u8> = (0..16384u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&path, &junk).unwrap();
+    let err = Db::open_file(&path, Options::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DataLoss, "{err}");
+    assert!(err.to_string().contains("meta.db"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}
