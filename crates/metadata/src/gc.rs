@@ -350,26 +350,36 @@ fn references(parents: &mut Parents<'_>, m: &Mark, out: &mut Vec<Mark>) -> Resul
 
 /// Marks everything reachable from the roots (depth first, as containerd's tricolor).
 fn mark(tx: &ReadTx, now: SystemTime) -> Result<HashSet<Node>> {
+    // A node is visited at most once as a flat node and once as a normal one; both count as
+    // reachable.
+    const NORMAL: u8 = 1;
+    const FLAT: u8 = 2;
+    let bit = |m: &Mark| if m.flat { FLAT } else { NORMAL };
     let mut grays = scan_roots(tx, now)?;
-    let mut seen: HashSet<Mark> = HashSet::new();
-    let mut reachable = HashSet::new();
+    let mut seen: HashMap<Node, u8> = HashMap::with_capacity(grays.len());
     let mut refs = Vec::new();
     let mut parents = Parents {
         root: tx.root(),
         cache: HashMap::new(),
     };
     while let Some(m) = grays.pop() {
-        seen.insert(m.clone());
+        let b = bit(&m);
+        match seen.get_mut(&m.node) {
+            Some(bits) if *bits & b != 0 => continue,
+            Some(bits) => *bits |= b,
+            None => {
+                seen.insert(m.node.clone(), b);
+            }
+        }
         refs.clear();
         references(&mut parents, &m, &mut refs)?;
         for r in refs.drain(..) {
-            if !seen.contains(&r) {
+            if seen.get(&r.node).is_none_or(|bits| bits & bit(&r) == 0) {
                 grays.push(r);
             }
         }
-        reachable.insert(m.node);
     }
-    Ok(reachable)
+    Ok(seen.into_keys().collect())
 }
 
 /// Every collectable record, in containerd's scan order.
