@@ -199,8 +199,7 @@ pub fn fixtures() -> &'static [stowage_tests::fixtures::Generated] {
     static ONCE: std::sync::OnceLock<Vec<stowage_tests::fixtures::Generated>> =
         std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        let dir = stowage_tests::fixtures::default_dir()
-            .join(format!("daemon-small-{}", std::process::id()));
+        let dir = stowage_tests::fixtures::default_dir().join("daemon-small");
         stowage_tests::fixtures::generate(&dir, true).expect("generating fixtures")
     })
 }
