@@ -7,14 +7,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use stowage_content::LocalStore;
-use stowage_core_types::content::{IngestManager, Manager, Provider, SectionReader};
+use stowage_core_types::content::{
+    IngestManager, Ingester, Manager, Provider, SectionReader, WriterOptions,
+};
 use stowage_core_types::mediatype;
 use stowage_core_types::mount::Mount;
 use stowage_core_types::snapshot::Snapshotter;
@@ -960,6 +962,25 @@ fn failures_clean_up() {
         Vec::<String>::new(),
         "a mount was left behind"
     );
+
+    // A reference another writer holds: the diff fails, and the other ingest is left alone.
+    let mut held = store.writer(WriterOptions::with_ref("held")).unwrap();
+    held.write_all(b"someone else's bytes").unwrap();
+    let err = compare(
+        &bind(&dir),
+        &bind(&dir),
+        &store,
+        &CompareOptions {
+            reference: "held".into(),
+            ..CompareOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(store.status("held").unwrap().offset, 20);
+    drop(held);
+    store.abort("held").unwrap();
+    assert_eq!(our_mounts(), Vec::<String>::new());
 }
 
 /// Mounts of a containerd snapshot, parsed from `ctr snapshots mounts` (`mount -t <type>

@@ -369,8 +369,10 @@ pub fn compare(
     } else {
         options.reference.clone()
     };
+    let mut opened = false;
     let result = (|| -> Result<Descriptor> {
         let mut cw = content.writer(WriterOptions::with_ref(reference.clone()))?;
+        opened = true;
         if !options.reference.is_empty() {
             cw.truncate(0)?;
         }
@@ -396,8 +398,9 @@ pub fn compare(
             &options.labels,
         )
     })();
-    if result.is_err() {
-        // Nothing useful is left in a failed diff's ingest; it may already be gone.
+    if result.is_err() && opened {
+        // Nothing useful is left in a failed diff's ingest; it may already be gone. An ingest
+        // this call could not open (another writer holds the reference) is not ours to end.
         let _ = content.abort(&reference);
     }
     let unmounted = [
