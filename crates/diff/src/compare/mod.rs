@@ -60,7 +60,30 @@ pub struct DiffStats {
 }
 
 /// Writes the changes from the tree `lower` to the tree `upper` to `out` as an uncompressed
-/// OCI layer. See the module documentation for the entries it holds.
+/// OCI layer, as containerd 1.6's `archive.WriteDiff` over its double-walk diff.
+///
+/// Both trees are walked in byte order of names, depth first (containerd's order). The layer
+/// holds:
+/// - added and changed entries (regular files, directories, symlinks, character and block
+///   devices, fifos; sockets are left out) with their mode including setuid/setgid/sticky,
+///   numeric owner, whole-second modification time, and xattrs as PAX `SCHILY.xattr.*`
+///   records (all but `trusted.*`, `user.overlay.*` and `security.selinux`);
+/// - names of one inode (hard links) as one file and `1` (link) entries to it, including
+///   unchanged names of an inode when another of its names changed;
+/// - a `.wh.<name>` entry for each deleted name (nothing for what was below a deleted
+///   directory);
+/// - every parent directory of an entry, once, before it, with the upper tree's metadata.
+///
+/// An entry is unchanged when it is the same inode, or when type, mode, owner, device number,
+/// xattrs and modification time (to the nanosecond) match and, for non-directories, size and
+/// symlink target match; when both times are whole seconds the file contents are compared
+/// too. Headers are ustar blocks with PAX extended headers where needed (long or non-ASCII
+/// names, large owners, sizes or times, xattrs); no user or group names, access or change
+/// times; whiteouts carry time 0 (containerd stamps the current time). The same trees always
+/// give the same bytes.
+///
+/// containerd compares only the `security.capability` xattr and never reports a directory
+/// whose only change is its time; both reach the layer here so they survive a round trip.
 pub fn write_diff(lower: &Path, upper: &Path, mut out: impl Write) -> Result<DiffStats> {
     let mut w = ChangeWriter::new(&mut out, upper);
     walk::double_walk(lower, upper, &mut w)?;
