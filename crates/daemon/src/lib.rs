@@ -8,6 +8,7 @@
 //! - [`server`]: opening a root, the services, serving on a socket, shutting down.
 //! - [`services`]: one module per containerd service.
 
+pub mod client;
 pub mod config;
 pub mod convert;
 pub mod errors;

@@ -148,6 +148,16 @@ fn containers() {
     let dir = tempfile::tempdir().unwrap();
     let d = Stowaged::start(dir.path()).unwrap();
     let base = &fixtures[0];
+    // `ctr events` sees what an import and a container create publish.
+    let events = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&d.address)
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
     d.ok(&["images", "import", base.archive.to_str().unwrap()]);
     d.ok(&[
         "containers",
@@ -157,6 +167,24 @@ fn containers() {
         &base.reference,
         "c1",
     ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: SIGTERM to the ctr child we spawned and have not reaped.
+    unsafe {
+        libc::kill(events.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let seen = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    for topic in [
+        "/images/create",
+        "/snapshot/prepare",
+        "/snapshot/commit",
+        "/containers/create",
+    ] {
+        assert!(
+            seen.lines()
+                .any(|l| l.contains(&format!(" default {topic} "))),
+            "no {topic} event in:\n{seen}"
+        );
+    }
     d.ok(&["containers", "create", &base.reference, "c2"]);
     let ls = d.ok(&["containers", "ls"]);
     let rows: Vec<Vec<&str>> = ls

@@ -187,8 +187,10 @@ impl content_server::Content for Service {
                     return;
                 }
                 buf.truncate(got);
+                // containerd numbers the chunks from the start of the requested range, not
+                // from the start of the blob.
                 let msg = ReadContentResponse {
-                    offset: i64::try_from(pos).unwrap_or(i64::MAX),
+                    offset: i64::try_from(pos - offset).unwrap_or(i64::MAX),
                     data: buf,
                 };
                 if tx.blocking_send(Ok(msg)).is_err() {
@@ -297,15 +299,14 @@ fn write_session(
         ));
     }
     let mut wr = cs.writer(opts).status()?;
-    let mut msg;
+    // One response message for the whole session, as containerd keeps it: fields set by an
+    // earlier answer (the total and times of a stat) stay in later ones.
+    let mut msg = WriteContentResponse::default();
     loop {
         let action = req.action;
         let ws = wr.status().status()?;
-        msg = WriteContentResponse {
-            action,
-            offset: i64_of(ws.offset),
-            ..WriteContentResponse::default()
-        };
+        msg.action = action;
+        msg.offset = i64_of(ws.offset);
         if !req.expected.is_empty() {
             let d = digest(&req.expected, "expected").status()?;
             if cs.info(&d).is_ok() {
