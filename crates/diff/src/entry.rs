@@ -194,8 +194,10 @@ impl Pax {
     }
 }
 
+/// `size` rounded up to whole blocks; saturates for absurd sizes (the stream ends long
+/// before, which is reported as truncation).
 fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK as u64) * BLOCK as u64
+    size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64)
 }
 
 /// Reads `size` bytes of an extended header's payload (and its padding).
@@ -591,7 +593,7 @@ fn check_sparse_map(map: &[(u64, u64)], real: u64, stored: u64) -> std::result::
             .checked_add(len)
             .filter(|&e| e <= real)
             .ok_or_else(|| "segment past the end of the file".to_string())?;
-        total += len;
+        total = total.saturating_add(len);
     }
     if total != stored {
         return Err(format!(
