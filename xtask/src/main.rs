@@ -22,7 +22,7 @@ commands:
   fixtures [--out DIR] [--small]
                   generate the deterministic test images (OCI layouts and archives)
   bench [NAME..]  run benchmarks (content, bolt, diff, snapshots-overlay,
-                  snapshots-native; default: all)
+                  snapshots-native, metadata, diff-compare; default: all)
   help            this text";
 
 fn main() -> ExitCode {
@@ -53,7 +53,7 @@ fn test(extra: &[String]) -> Result<()> {
     cmd.args(["test", "--workspace", "--all-targets"])
         .args(extra);
     run(&mut cmd).context("the test suite failed")?;
-    // Doc tests are not part of --all-targets.
+    // Doc tests are not part of the target selection above.
     let mut doc = Command::new(cargo());
     doc.args(["test", "--workspace", "--doc"]);
     run(&mut doc).context("the doc tests failed")
@@ -66,6 +66,8 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("diff", "stowage-diff", "apply"),
     ("snapshots-overlay", "stowage-snapshots-overlay", "ops"),
     ("snapshots-native", "stowage-snapshots-native", "ops"),
+    ("metadata", "stowage-metadata", "metadata"),
+    ("diff-compare", "stowage-diff", "compare"),
 ];
 
 fn bench(names: &[String]) -> Result<()> {
