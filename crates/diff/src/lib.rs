@@ -52,6 +52,7 @@ mod apply;
 mod compare;
 mod entry;
 pub mod media;
+pub mod mounts;
 mod resolve;
 mod stream;
 mod sys;
@@ -63,6 +64,7 @@ pub use compare::{
     compare, write_diff, write_overlay_diff, CompareOptions, DiffStats, UNCOMPRESSED_LABEL,
 };
 use stowage_core_types::error::{Error, Result};
+pub use mounts::{apply_layer_to_mounts, direct_target, DirectTarget};
 pub use stowage_digest_identity::Compression;
 use stowage_digest_identity::{decompressed_reader, Digest};
 

@@ -285,3 +285,59 @@ fn mounted_overlay_with_userxattr_honours_user_markers() {
     }
     mounted_matches_plain(true);
 }
+
+#[test]
+fn applying_through_snapshot_mounts_matches_direct_overlay_apply() {
+    if !need_root("overlay apply through mounts (trusted xattrs)") {
+        return;
+    }
+    use stowage_core_types::mount::Mount;
+    use stowage_diff::{apply_layer_to_mounts, LayerEncoding};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |n: &str| {
+        let p = tmp.path().join(n);
+        fs::create_dir(&p).unwrap();
+        p
+    };
+    let (u1, u2, work, direct) = (dir("u1"), dir("u2"), dir("work"), dir("direct"));
+    // What the overlay snapshotter returns for an active snapshot on top of u1.
+    let mount = Mount::new(
+        "overlay",
+        "overlay",
+        [
+            "index=off".to_string(),
+            format!("workdir={}", work.display()),
+            format!("upperdir={}", u2.display()),
+            format!("lowerdir={}", u1.display()),
+        ],
+    );
+    apply(&layer1(), &u1, &overlay_opts(false)).unwrap();
+    let l2 = gzip(&layer2());
+    apply_layer_to_mounts(
+        &l2[..],
+        LayerEncoding::Detect,
+        &[mount],
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    apply(&l2, &direct, &overlay_opts_on(false, &[&u1])).unwrap();
+    assert_eq!(tree_stable(&u2), tree_stable(&direct));
+    assert_eq!(
+        getxattr(&u2.join("opq"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(node(&u2.join("keep")).mode, 0o750);
+    // A bind mount (native snapshotter) is a plain directory: whiteouts delete.
+    let native = dir("native");
+    apply(&layer1(), &native, &ApplyOptions::default()).unwrap();
+    let bind = Mount::new("bind", native.to_string_lossy(), ["rbind", "rw"]);
+    apply_layer_to_mounts(
+        &l2[..],
+        LayerEncoding::Detect,
+        &[bind],
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert!(!native.join("a/f1").exists());
+    assert_eq!(names(&native.join("opq")), ["new"]);
+}

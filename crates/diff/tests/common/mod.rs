@@ -346,6 +346,18 @@ pub fn tree_comparable(root: &Path) -> BTreeMap<String, Node> {
     t
 }
 
+/// Like [`tree_comparable`], also dropping the creation times of anything else the layer
+/// does not date (overlay whiteout devices).
+pub fn tree_stable(root: &Path) -> BTreeMap<String, Node> {
+    let mut t = tree_comparable(root);
+    for n in t.values_mut() {
+        if n.mtime.0 > T0 as i64 + 10_000_000 {
+            n.mtime = (0, 0);
+        }
+    }
+    t
+}
+
 pub fn names(root: &Path) -> Vec<String> {
     tree(root).keys().cloned().collect()
 }
