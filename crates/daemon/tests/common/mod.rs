@@ -84,7 +84,7 @@ impl Stowaged {
             .arg(&state)
             .arg("--address")
             .arg(&address)
-            .args(["--log-level", "debug"])
+            .args(["--log-level", "stowage_daemon=debug,info"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
