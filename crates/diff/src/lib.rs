@@ -14,6 +14,11 @@
 //! name, and `trusted.overlay.opaque=y` — `user.overlay.opaque=y` with `userxattr` — on opaque
 //! directories), without mounting anything.
 //!
+//! [`apply_layer_to_mounts`] takes the mounts a snapshotter returned instead of a directory:
+//! an overlay mount is written through its `upperdir` in overlay mode with its `lowerdir`s as
+//! [`ApplyOptions::parents`], a bind mount through its source directory, as containerd's
+//! applier does; other mount sets need a temporary mount and are refused.
+//!
 //! # Path policy (never writing outside the root)
 //! - A name is taken relative to the root: a leading `/` is dropped, as containerd and GNU tar
 //!   do.
