@@ -68,8 +68,8 @@ use std::path::Path;
 pub use compare::{
     compare, write_diff, write_overlay_diff, CompareOptions, DiffStats, UNCOMPRESSED_LABEL,
 };
-use stowage_core_types::error::{Error, Result};
 pub use mounts::{apply_layer_to_mounts, direct_target, DirectTarget};
+use stowage_core_types::error::{Error, Result};
 pub use stowage_digest_identity::Compression;
 use stowage_digest_identity::{decompressed_reader, Digest};
 
