@@ -96,6 +96,16 @@ fn source_tree(src: &Path, root: bool) {
     sp.write_all(&[0xab; 70_000]).unwrap();
     sp.set_len(8 << 20).unwrap();
     drop(sp);
+    // Many data islands: old GNU headers need extension blocks, and the PAX 1.0 map spans
+    // more than one block.
+    let mut many = File::create(src.join("many.img")).unwrap();
+    for i in 0..60u64 {
+        many.seek(SeekFrom::Start(i * (256 << 10) + 1_000_000))
+            .unwrap();
+        many.write_all(&[i as u8 + 1; 4096]).unwrap();
+    }
+    many.set_len(20 << 20).unwrap();
+    drop(many);
     let fifo = CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
