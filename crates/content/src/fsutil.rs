@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -48,4 +49,19 @@ pub(crate) fn write_new(path: &Path, data: &[u8]) -> Result<()> {
         f.write_all(data)
     };
     write().map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
+/// Asks the kernel to start writing `[from, to)` of `file` back to disk, without waiting.
+///
+/// Purely a performance hint (durability still comes from fsync at commit), so failure, e.g.
+/// on a filesystem without support, is ignored.
+pub(crate) fn start_writeback(file: &File, from: u64, to: u64) {
+    let (Ok(off), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from))) else {
+        return;
+    };
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is owned by
+    // `file`, which outlives the call.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }

@@ -20,6 +20,9 @@ use crate::store::Inner;
 use crate::timefmt;
 
 const HASH_BUF: usize = 1 << 20;
+/// Written bytes after which the kernel is asked to start writing them back, so the disk works
+/// while we keep writing and hashing and the fsync at commit has little left to do.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// An open ingest of a [`crate::LocalStore`].
 ///
@@ -38,6 +41,8 @@ pub struct LocalWriter {
     total: u64,
     expected: Option<Digest>,
     hasher: StreamHasher,
+    // Start of the written range whose writeback has not been started yet.
+    writeback_from: u64,
     // The digest of the last successful commit, for `digest()` after the file is gone.
     committed: Option<Digest>,
     started_at: SystemTime,
@@ -75,6 +80,7 @@ impl LocalWriter {
             total,
             expected,
             hasher: StreamHasher::new(algorithm),
+            writeback_from: 0,
             committed: None,
             started_at: SystemTime::now(),
             updated_at: SystemTime::now(),
@@ -140,6 +146,7 @@ impl LocalWriter {
             .map_err(|e| e.context(format!("resuming ingest ref {:?}", self.reference)))?;
         self.hasher.replace(d);
         self.offset = len;
+        self.writeback_from = len;
         self.file = Some(file);
         Ok(true)
     }
@@ -174,6 +181,7 @@ impl LocalWriter {
             .map_err(|e| Error::io(format!("truncate {}", self.paths.data.display()), e))?;
         self.file = Some(file);
         self.offset = 0;
+        self.writeback_from = 0;
         self.hasher.replace(self.hasher.fresh());
         Ok(())
     }
@@ -212,6 +220,10 @@ impl LocalWriter {
         };
         self.offset += n as u64;
         self.updated_at = SystemTime::now();
+        if self.offset - self.writeback_from >= WRITEBACK_STEP {
+            fsutil::start_writeback(file, self.writeback_from, self.offset);
+            self.writeback_from = self.offset;
+        }
         if self.hasher.update(&buf[..n]).is_err() {
             // The helper thread is gone; the bytes are on disk, so hash them again from there.
             self.rehash_from_disk()?;
@@ -474,6 +486,7 @@ impl Writer for LocalWriter {
         rehash(file, size, &mut d)?;
         self.hasher.replace(d);
         self.offset = size;
+        self.writeback_from = self.writeback_from.min(size);
         self.updated_at = SystemTime::now();
         Ok(())
     }
