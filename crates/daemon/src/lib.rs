@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod errors;
 pub mod events;
+pub mod remote;
 pub mod request;
 pub mod server;
 pub mod services;
