@@ -6,6 +6,7 @@
 //! Call them from ordinary threads, not from inside another tokio runtime.
 
 pub mod content;
+pub mod snapshots;
 
 use std::sync::Arc;
 
