@@ -60,7 +60,7 @@ impl LocalWriter {
 
         let (total, expected) = match &opts.expected {
             Some(desc) => (desc.size, Some(desc.digest.clone())),
-            None => (0, None),
+            None => (opts.total.unwrap_or(0), None),
         };
         if let Some(d) = &expected {
             if store.blob_path(d).exists() {

@@ -69,6 +69,10 @@ pub struct WriterOptions {
     /// The expected descriptor: its size (when non-zero) and digest are checked at commit, and
     /// an existing blob with this digest makes the open fail with `AlreadyExists`.
     pub expected: Option<Descriptor>,
+    /// The expected total size when no descriptor is known (containerd's Write with a `total`
+    /// but no `expected` digest, `ctr content ingest --expected-size`). Checked at commit and
+    /// reported in the status; a descriptor's size takes precedence.
+    pub total: Option<u64>,
 }
 
 impl WriterOptions {
@@ -77,12 +81,19 @@ impl WriterOptions {
         WriterOptions {
             reference: reference.into(),
             expected: None,
+            total: None,
         }
     }
 
     /// Sets the expected descriptor.
     pub fn expect(mut self, desc: Descriptor) -> Self {
         self.expected = Some(desc);
+        self
+    }
+
+    /// Sets the expected total size without a digest.
+    pub fn expect_size(mut self, total: u64) -> Self {
+        self.total = Some(total);
         self
     }
 }

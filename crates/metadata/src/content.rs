@@ -374,6 +374,7 @@ impl Ingester for ContentStore {
             // A backend that holds the digest (at another size) would refuse an expected
             // descriptor with AlreadyExists; the size and digest are checked at commit instead.
             let mut bopts = WriterOptions::with_ref(bref.clone());
+            bopts.total = opts.total;
             if !backend_has {
                 bopts.expected = desc.clone();
             }

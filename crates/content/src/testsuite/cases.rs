@@ -1090,3 +1090,36 @@ pub fn commit_rejects_bad_labels(store: &dyn Store) {
     );
     assert_eq!(store.status("badlabels").expect("status").offset, 7);
 }
+
+/// A writer opened with only an expected size (no digest) reports it as the status total,
+/// refuses to commit a different size and commits the right one.
+pub fn expected_size_without_digest(store: &dyn Store) {
+    let (c, d) = content(2000, 90);
+    let open_sized = |reference: &str| {
+        store
+            .writer(WriterOptions::with_ref(reference).expect_size(2000))
+            .expect("open with expected size")
+    };
+    let mut w = open_sized("sized");
+    write(w.as_mut(), &c[..500]);
+    let st = w.status().expect("status");
+    assert_eq!((st.offset, st.total, st.expected), (500, 2000, None));
+    let e = expect_kind(
+        w.commit(None, None, Labels::new()),
+        ErrorKind::FailedPrecondition,
+        "short of the expected size",
+    );
+    assert!(
+        e.to_string().contains("2000"),
+        "names the expected size: {e}"
+    );
+    drop(w);
+
+    // Resumed with the same expectation, completed and committed without naming a digest.
+    let mut w = open_sized("sized");
+    assert_eq!(w.status().expect("status").offset, 500);
+    write(w.as_mut(), &c[500..]);
+    w.commit(None, None, Labels::new())
+        .expect("commit at the expected size");
+    check_content(store, &d, &c);
+}

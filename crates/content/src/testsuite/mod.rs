@@ -101,6 +101,10 @@ pub const CASES: &[(&str, Case)] = &[
         "commit_rejects_bad_labels",
         cases::commit_rejects_bad_labels,
     ),
+    (
+        "expected_size_without_digest",
+        cases::expected_size_without_digest,
+    ),
 ];
 
 /// Runs the case `name` on a fresh store from `factory`. Panics when it fails or is unknown.
@@ -143,7 +147,7 @@ macro_rules! content_store_conformance {
             list_statuses_filter concurrent_writers concurrent_same_ref
             concurrent_commit_same_content large_blob_streamed hostile_refs
             truncate_and_rewrite closed_writer empty_ref_rejected empty_blob missing_things
-            commit_rejects_bad_labels);
+            commit_rejects_bad_labels expected_size_without_digest);
     };
     (@cases $factory:expr; $($name:ident)*) => {
         $(
