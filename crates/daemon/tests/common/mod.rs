@@ -157,6 +157,15 @@ impl Stowaged {
         self.stop_inner()
     }
 
+    /// SIGKILL: the daemon dies mid-work, as in a crash.
+    pub fn kill(mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
     fn stop_inner(&mut self) -> Result<bool> {
         let Some(mut child) = self.child.take() else {
             return Ok(true);
