@@ -27,10 +27,16 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(|e| {
-            tracing::debug!(error = %e, "request failed");
-            to_status(&e)
-        }),
+        // Logged inside the request's span (method and namespace, see `router`).
+        Ok(Ok(v)) => {
+            tracing::debug!(outcome = "ok", "request done");
+            Ok(v)
+        }
+        Ok(Err(e)) => {
+            let status = to_status(&e);
+            tracing::debug!(outcome = ?status.code(), error = %e, "request failed");
+            Err(status)
+        }
         Err(e) => Err(Status::internal(format!("worker failed: {e}"))),
     }
 }
