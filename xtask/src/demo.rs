@@ -1,250 +1,245 @@
-//! `cargo xtask demo`: the main job as far as stowage goes today.
+//! `cargo xtask demo`: the product end to end, with the real `ctr` as the client.
 //!
-//! Generates the `base` and `whiteouts` fixture images, ingests every blob of them into a
-//! stowage content store laid out as containerd's (`<root>/io.containerd.content.v1.content`)
-//! with the labels a pull sets, shows an interrupted ingest being resumed and a blob with a wrong
-//! digest being refused, then prints a listing shaped like `ctr content ls`.
+//! Builds and starts `stowaged` on a temporary root and socket, imports a generated multi-layer
+//! image (whiteouts, opaque directories, type changes across three layers; no network needed)
+//! with `ctr images import --snapshotter overlayfs`, which unpacks it into overlayfs snapshots
+//! through stowaged's Content, Images, Leases, Snapshots and Diff services; mounts the image's
+//! rootfs with `ctr images mount`, lists it, unmounts it and stops the daemon with SIGTERM.
+//!
+//! `cargo xtask demo content` runs the smaller content-store demo instead.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::path::Path;
-use std::time::SystemTime;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use stowage_content::LocalStore;
-use stowage_core_types::content::{self, IngestManager, Ingester, Manager, WriterOptions};
-use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
+use anyhow::{bail, Context, Result};
 use stowage_tests::fixtures;
 
-pub fn run() -> Result<()> {
+use crate::system;
+
+pub fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        None => daemon_demo(),
+        Some("content") => crate::demo_content::run(),
+        Some(other) => bail!("demo: unknown demo {other:?} (none for the daemon, or `content`)"),
+    }
+}
+
+/// The workspace's target directory, as cargo picks it.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn daemon_demo() -> Result<()> {
+    // `ctr` comes with Debian's containerd package; the demo uses it only as a client.
+    system::ensure_packages(&["containerd"])?;
+    anyhow::ensure!(
+        crate::have("ctr"),
+        "the demo drives stowaged with the real `ctr`: run it as root so it can install \
+         Debian's containerd package, or `apt-get install containerd`"
+    );
+    println!("== building stowaged");
+    crate::run(Command::new(crate::cargo()).args([
+        "build",
+        "--quiet",
+        "-p",
+        "stowage-daemon",
+        "--bin",
+        "stowaged",
+    ]))?;
+    let stowaged = target_dir().join("debug/stowaged");
+
     let work = tempfile::Builder::new().prefix("stowage-demo-").tempdir()?;
-    println!("demo root: {}", work.path().display());
-    let images = fixtures::generate(&work.path().join("fixtures"), true)?;
-    let root = work.path().join("root/io.containerd.content.v1.content");
-    let store = LocalStore::with_memory_labels(&root)
-        .with_context(|| format!("opening content store at {}", root.display()))?;
-
-    for img in images
+    let dir = work.path();
+    let images = fixtures::generate(&dir.join("fixtures"), true)?;
+    let image = images
         .iter()
-        .filter(|i| matches!(i.name.as_str(), "base" | "whiteouts"))
-    {
-        println!("\ningesting {} ({})", img.reference, img.manifest_digest);
-        ingest_image(&store, &img.layout)?;
-    }
+        .find(|i| i.name == "whiteouts")
+        .context("fixture whiteouts missing")?;
 
-    println!("\ninterrupted ingest, then resumed:");
-    resume_demo(&store)?;
+    println!("== starting stowaged (root {})", dir.join("root").display());
+    let daemon = Daemon::start(&stowaged, dir)?;
+    let ctr = |args: &[&str]| daemon.ctr(args);
 
-    println!("\nwrong digest:");
-    let data = b"these bytes are not what the descriptor promises";
-    let claimed = Digest::from_bytes(stowage_core_types::Algorithm::Sha256, &[0x11; 32])?;
-    let desc = Descriptor::new("application/octet-stream", claimed, data.len() as u64);
-    match content::write_blob(&store, "demo-bad", &mut &data[..], &desc, Labels::new()) {
-        Err(e) if e.is(ErrorKind::FailedPrecondition) || e.is(ErrorKind::InvalidArgument) => {
-            println!("  refused: {e}");
-            store.abort("demo-bad").ok();
-        }
-        Err(e) => return Err(e).context("unexpected error for a wrong digest"),
-        Ok(()) => anyhow::bail!("a blob with a wrong digest was accepted"),
-    }
+    print!("{}", ctr(&["version"])?);
+    println!(
+        "\n$ ctr images import --snapshotter overlayfs {}",
+        image.archive.display()
+    );
+    print!(
+        "{}",
+        ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "overlayfs",
+            image.archive.to_str().context("non-UTF-8 path")?,
+        ])?
+    );
+    println!("\n$ ctr images ls");
+    print!("{}", ctr(&["images", "ls"])?);
+    println!("\n$ ctr snapshots --snapshotter overlayfs tree");
+    print!(
+        "{}",
+        ctr(&["snapshots", "--snapshotter", "overlayfs", "tree"])?
+    );
 
-    println!("\n$ ctr content ls   (stowage, {})", root.display());
-    list(&store)?;
+    let mnt = dir.join("rootfs");
+    fs::create_dir_all(&mnt)?;
+    let mnt_s = mnt.to_str().context("non-UTF-8 path")?;
+    println!("\n$ ctr images mount {} {mnt_s}", image.reference);
+    print!("{}", ctr(&["images", "mount", &image.reference, mnt_s])?);
+    println!("\nthe image's rootfs, three layers merged by overlayfs:");
+    let listed = list_tree(&mnt, &mnt);
+    println!("\n$ ctr images unmount --rm {mnt_s}");
+    let unmounted = ctr(&["images", "unmount", "--rm", mnt_s]);
+    listed?;
+    print!("{}", unmounted?);
+
+    println!("\n== stopping stowaged (SIGTERM)");
+    daemon.stop()?;
+    println!("stopped cleanly");
     Ok(())
 }
 
-/// Reads a JSON blob out of an OCI layout.
-fn layout_json(layout: &Path, digest: &str) -> Result<serde_json::Value> {
-    let path = layout
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
-    Ok(serde_json::from_slice(
-        &fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-    )?)
-}
-
-fn descriptor(v: &serde_json::Value) -> Result<Descriptor> {
-    Ok(serde_json::from_value(v.clone())?)
-}
-
-/// Ingests an image's manifest, config and layers, children first, with the labels containerd's
-/// pull sets so that garbage collection would keep them.
-fn ingest_image(store: &LocalStore, layout: &Path) -> Result<()> {
-    let index = serde_json::from_slice::<serde_json::Value>(&fs::read(layout.join("index.json"))?)?;
-    let top = descriptor(&index["manifests"][0])?;
-    let manifest = layout_json(layout, top.digest.as_str())?;
-    let config = descriptor(&manifest["config"])?;
-    let layers: Vec<Descriptor> = manifest["layers"]
-        .as_array()
-        .context("manifest has no layers")?
-        .iter()
-        .map(descriptor)
-        .collect::<Result<_>>()?;
-
-    let mut manifest_labels = Labels::new();
-    manifest_labels.insert(
-        "containerd.io/gc.ref.content.config".into(),
-        config.digest.to_string(),
-    );
-    for (i, l) in layers.iter().enumerate() {
-        manifest_labels.insert(
-            format!("containerd.io/gc.ref.content.l.{i}"),
-            l.digest.to_string(),
-        );
-    }
-    for (i, layer) in layers.iter().enumerate() {
-        let mut labels = Labels::new();
-        labels.insert(
-            "containerd.io/distribution.source.stowage.test".into(),
-            "fixtures".into(),
-        );
-        ingest(store, layout, layer, &format!("layer-{i}"), labels)?;
-    }
-    ingest(store, layout, &config, "config", Labels::new())?;
-    ingest(store, layout, &top, "manifest", manifest_labels)
-}
-
-fn ingest(
-    store: &LocalStore,
-    layout: &Path,
-    desc: &Descriptor,
-    what: &str,
-    labels: Labels,
-) -> Result<()> {
-    let path = layout.join("blobs/sha256").join(desc.digest.encoded());
-    let mut file = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let reference = format!("demo-{}", desc.digest);
-    let started = std::time::Instant::now();
-    content::write_blob(store, &reference, &mut file, desc, labels)
-        .with_context(|| format!("ingesting {what} {}", desc.digest))?;
-    println!(
-        "  {what:<10} {}  {:>10}  done in {:.1?}",
-        desc.digest,
-        human_size(desc.size),
-        started.elapsed()
-    );
-    Ok(())
-}
-
-fn resume_demo(store: &LocalStore) -> Result<()> {
-    let mut data = vec![0u8; 3 << 20];
-    for (i, b) in data.iter_mut().enumerate() {
-        *b = (i % 251) as u8;
-    }
-    let digest = stowage_digest_identity::digest_of(&data);
-    let desc = Descriptor::new(
-        "application/octet-stream",
-        digest.clone(),
-        data.len() as u64,
-    );
-    {
-        let mut w = store.writer(WriterOptions::with_ref("demo-resume").expect(desc.clone()))?;
-        w.write_all(&data[..1 << 20])?;
-        // Dropped here: the process "died" after 1 MiB.
-    }
-    let status = store.status("demo-resume")?;
-    println!(
-        "  after interruption: ref {} offset {} of {}",
-        status.reference, status.offset, status.total
-    );
-    let mut rest = &data[..];
-    content::write_blob(store, "demo-resume", &mut rest, &desc, Labels::new())?;
-    let info = store.info(&digest)?;
-    println!(
-        "  resumed and committed {} ({})",
-        info.digest,
-        human_size(info.size)
-    );
-    let mut check = Vec::new();
-    content::SectionReader::new(&*store_reader(store, &desc)?, 0).read_to_end(&mut check)?;
-    anyhow::ensure!(check == data, "read back differs from what was written");
-    Ok(())
-}
-
-fn store_reader(store: &LocalStore, desc: &Descriptor) -> Result<Box<dyn content::ReaderAt>> {
-    Ok(content::Provider::reader_at(store, desc)?)
-}
-
-fn list(store: &LocalStore) -> Result<()> {
-    let mut rows = Vec::new();
-    store.walk(
-        &mut |info| {
-            rows.push(info);
-            Ok(())
-        },
-        &[],
-    )?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<72}{:<10}{:<24}LABELS", "DIGEST", "SIZE", "AGE")?;
-    let now = SystemTime::now();
-    for info in rows {
-        let labels: BTreeMap<_, _> = info.labels.iter().collect();
-        let labels = if labels.is_empty() {
-            "-".to_owned()
+/// Prints every entry under `root` with its type, mode and size, like `find -ls` trimmed.
+fn list_tree(root: &Path, dir: &Path) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let md = fs::symlink_metadata(&path)?;
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            'd'
+        } else if ft.is_symlink() {
+            'l'
+        } else if ft.is_char_device() {
+            'c'
+        } else if ft.is_block_device() {
+            'b'
+        } else if ft.is_fifo() {
+            'p'
         } else {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
+            '-'
         };
-        let age = now.duration_since(info.created_at).unwrap_or_default();
-        writeln!(
-            out,
-            "{:<72}{:<10}{:<24}{}",
-            info.digest.as_str(),
-            human_size(info.size),
-            human_age(age),
-            labels
-        )?;
+        let rel = path.strip_prefix(root)?.display();
+        let extra = if ft.is_symlink() {
+            format!(" -> {}", fs::read_link(&path)?.display())
+        } else {
+            String::new()
+        };
+        println!(
+            "  {kind} {:04o} {:>8}  /{rel}{extra}",
+            md.mode() & 0o7777,
+            md.len()
+        );
+        if ft.is_dir() {
+            list_tree(root, &path)?;
+        }
     }
     Ok(())
 }
 
-/// Sizes as containerd's tools print them (decimal units, four significant digits).
-fn human_size(size: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = size as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    // Go's "%.4g": four significant digits, trailing zeros dropped.
-    let int_digits = if v < 1.0 {
-        1
-    } else {
-        v.log10().floor() as usize + 1
-    };
-    let mut s = format!("{v:.*}", 4usize.saturating_sub(int_digits));
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
-    }
-    format!("{s}{}", UNITS[unit])
+/// stowaged running on a private root, stopped with SIGTERM (and SIGKILL if it hangs).
+struct Daemon {
+    child: Option<Child>,
+    address: PathBuf,
+    log: PathBuf,
 }
 
-fn human_age(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => "Less than a second ago".into(),
-        1 => "1 second ago".into(),
-        2..=59 => format!("{s} seconds ago"),
-        _ => format!("{} minutes ago", s / 60),
+impl Daemon {
+    fn start(binary: &Path, dir: &Path) -> Result<Daemon> {
+        let address = dir.join("stowaged.sock");
+        let log = dir.join("stowaged.log");
+        let child = Command::new(binary)
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--address")
+            .arg(&address)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut d = Daemon {
+            child: Some(child),
+            address,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.ctr(&["version"]).is_err() {
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!(
+                    "stowaged exited with {st} during start-up:\n{}",
+                    d.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("stowaged did not answer within 20 s:\n{}", d.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn ctr(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ctr")?;
+        if !out.status.success() {
+            bail!(
+                "ctr {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        crate::run(Command::new("kill").args(["-TERM", &child.id().to_string()]))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait()? {
+                anyhow::ensure!(
+                    st.success(),
+                    "stowaged exited with {st}:\n{}",
+                    self.log_text()
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill()?;
+        child.wait()?;
+        bail!("stowaged did not stop within 15 s of SIGTERM; killed")
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::human_size;
-
-    #[test]
-    fn sizes_look_like_ctr() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1234), "1.234kB");
-        assert_eq!(human_size(300_123), "300.1kB");
-        assert_eq!(human_size(3 << 20), "3.146MB");
-        assert_eq!(human_size(1000), "1kB");
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.terminate();
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! - `cargo xtask test`: install the system packages the tests need (as root, with apt), then run
 //!   every test of the workspace.
-//! - `cargo xtask demo`: the main job as far as it exists today (see README).
+//! - `cargo xtask demo`: the main job: stowaged driven by the real `ctr` (see README).
 //! - `cargo xtask fixtures`: generate the deterministic test images.
 //! - `cargo xtask bench [NAME...]`: run the benchmarks side by side with their references.
 
 mod demo;
+mod demo_content;
 mod fixtures;
 mod system;
 
@@ -18,7 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test            install missing system packages (as root), then run the whole test suite
-  demo            ingest generated blobs into a content store in a temp root and list them
+  demo [content]  start stowaged on a temp root, import and unpack a generated image with the
+                  real ctr, mount and list its rootfs, stop; `content`: the content store alone
   fixtures [--out DIR] [--small]
                   generate the deterministic test images (OCI layouts and archives)
   bench [NAME..]  run benchmarks (content, bolt, diff, snapshots-overlay,
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
-        Some("demo") => demo::run(),
+        Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fixtures") => fixtures::run(&args[1..]),
         Some("help") | Some("-h") | Some("--help") | None => {
@@ -99,7 +101,16 @@ fn bench(names: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> String {
+/// True when `program` is on `PATH`.
+pub(crate) fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
