@@ -6,12 +6,15 @@ use anyhow::{Context, Result};
 
 /// Debian packages the test suite uses: the real containerd 1.6 and `ctr` for compatibility
 /// tests; Go with bbolt's and containerd's source for the differential tests that run the Go
-/// implementation next to ours (bolt files, filters, platforms, media types).
+/// implementation next to ours (bolt files, filters, platforms, media types); a local registry
+/// and skopeo to push fixture images that `ctr images pull` then fetches through stowaged.
 pub const TEST_PACKAGES: &[&str] = &[
     "containerd",
     "golang-go",
     "golang-github-coreos-bbolt-dev",
     "golang-github-containerd-containerd-dev",
+    "docker-registry",
+    "skopeo",
 ];
 
 fn installed(package: &str) -> bool {
