@@ -228,7 +228,8 @@ fn kv(labels: &[String]) -> HashMap<String, String> {
         .iter()
         .map(|l| match l.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (l.clone(), String::new()),
+            // As ctr: a bare key means "true"; `key=` removes it.
+            None => (l.clone(), "true".to_string()),
         })
         .collect()
 }

@@ -410,8 +410,9 @@ impl Ingester for RemoteContentStore {
         let (tx, rx) = mpsc::channel(1);
         let mut c = self.client.clone();
         let (total, expected) = match &opts.expected {
-            Some(d) => (d.size, Some(d.digest.clone())),
-            None => (0, None),
+            Some(d) if d.size > 0 => (d.size, Some(d.digest.clone())),
+            Some(d) => (opts.total.unwrap_or(0), Some(d.digest.clone())),
+            None => (opts.total.unwrap_or(0), None),
         };
         let first = pb::WriteContentRequest {
             action: pb::WriteAction::Stat as i32,

@@ -298,6 +298,9 @@ fn write_session(
             u64::try_from(total).unwrap_or(0),
         ));
     }
+    // A total without a digest is not handed to the store as an expectation: containerd
+    // checks it only at commit (and reports it in stat answers), so an oversized write still
+    // goes through and the commit fails, as `ctr content ingest --expected-size` shows.
     let mut wr = cs.writer(opts).status()?;
     // One response message for the whole session, as containerd keeps it: fields set by an
     // earlier answer (the total and times of a stat) stay in later ones.
