@@ -328,3 +328,34 @@ async fn events_subscribe_publish_forward() {
         hpb::health_check_response::ServingStatus::Serving as i32
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_up_to_16_mib_pass() {
+    if !require_ctr(false) {
+        return;
+    }
+    use cpb::WriteAction::*;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Stowaged::start(dir.path()).unwrap();
+    let mut c = content(&d.address).await;
+    // One 12 MiB Write message: above tonic's 4 MiB default, within containerd's 16 MiB.
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 241) as u8).collect();
+    let dg = sha(&data);
+    let mut commit = req(Commit, "big-message", 0, &data);
+    commit.expected = dg.clone();
+    commit.total = data.len() as i64;
+    let r = write_session(&mut c, vec![commit]).await;
+    // containerd fills in the total only in stat answers, so a lone commit reports 0.
+    assert_eq!(
+        r,
+        vec![Ok((Commit as i32, data.len() as i64, 0, dg.clone()))]
+    );
+    let info = c
+        .info(cpb::InfoRequest { digest: dg })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!(info.size, data.len() as i64);
+}
