@@ -26,15 +26,22 @@ use stowage_snapshots_storage::mount::TempMount;
 use stowage_tests::fixtures;
 
 /// Describes the tree `mounts` give, without overlayfs' private xattrs (the snapshotter's own
-/// bookkeeping, not part of the image).
+/// bookkeeping, not part of the image), and with the modification time of every directory but
+/// the root: `compare` writes a directory whose time changed, so its time must survive too,
+/// while no layer has an entry for the root itself (as in containerd).
 fn describe_mounts(mounts: &[Mount]) -> BTreeMap<String, tree::Node> {
+    use std::os::unix::fs::MetadataExt;
     let m = TempMount::new(mounts).unwrap();
     let mut t = tree::describe(m.path());
-    m.unmount().unwrap();
-    for node in t.values_mut() {
+    for (path, node) in t.iter_mut() {
         node.xattrs
             .retain(|k, _| !k.starts_with("trusted.overlay."));
+        if node.kind == "dir" && path != "." {
+            let md = std::fs::symlink_metadata(m.path().join(path)).unwrap();
+            node.mtime = Some((md.mtime(), md.mtime_nsec()));
+        }
     }
+    m.unmount().unwrap();
     t
 }
 
@@ -264,8 +271,7 @@ fn compare_then_apply_gives_back_every_overlay_layer() {
     }
     let work = tempfile::tempdir().unwrap();
     let sn = OverlaySnapshotter::new(work.path().join("sn")).unwrap();
-    let digests = round_trip_all(&sn, work.path(), "overlay", true);
-    assert!(!digests.is_empty());
+    round_trip_all(&sn, work.path(), "overlay", true);
 }
 
 #[test]
@@ -275,8 +281,7 @@ fn compare_then_apply_gives_back_every_native_layer() {
     }
     let work = tempfile::tempdir().unwrap();
     let sn = NativeSnapshotter::new(work.path().join("sn")).unwrap();
-    let digests = round_trip_all(&sn, work.path(), "native", true);
-    assert!(!digests.is_empty());
+    round_trip_all(&sn, work.path(), "native", true);
 }
 
 #[test]
