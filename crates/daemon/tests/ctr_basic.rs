@@ -98,7 +98,7 @@ fn namespaces() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = Stowaged::start(dir.path()).unwrap();
+    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
     d.ok(&["namespaces", "create", "team-a", "owner=alice"]);
     d.ok(&["namespaces", "create", "team-b"]);
     let ls = d.ok(&["namespaces", "ls"]);
@@ -143,7 +143,7 @@ fn content() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = Stowaged::start(dir.path()).unwrap();
+    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let r = ctr_at(&d.address, &["content", "ingest", "blob-1"], Some(&data)).unwrap();
     assert!(r.ok, "{}", r.stderr);

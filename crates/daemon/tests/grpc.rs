@@ -91,7 +91,26 @@ fn sha(data: &[u8]) -> String {
 
 async fn protocol_transcript(path: &std::path::Path) -> Vec<String> {
     use cpb::WriteAction::*;
-    let mut c = content(path).await;
+    use stowage_daemon::api::containerd::services::leases::v1 as lpb;
+    // Under a lease, so the collector cannot take the blob between commit and read.
+    let ch = connect(path).await.unwrap();
+    let mut leases = client!(
+        lpb::leases_client::LeasesClient<_>,
+        ch.clone(),
+        Headers::new(Some("default"), None).unwrap()
+    );
+    leases
+        .create(lpb::CreateRequest {
+            id: "transcript".into(),
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    let mut c = client!(
+        cpb::content_client::ContentClient<_>,
+        ch,
+        Headers::new(Some("default"), Some("transcript")).unwrap()
+    );
     let data = b"hello, stowage";
     let dg = sha(data);
     let mut t = Vec::new();

@@ -72,6 +72,19 @@ impl Stowaged {
         Stowaged::start_with(&dir.join("root"), dir, &[])
     }
 
+    /// Starts stowaged as [`Stowaged::start`] does, with a config that keeps the garbage
+    /// collector from running on its own schedule: tests that store unreferenced content
+    /// (as `ctr content ingest` does, with no lease) look at it before it could be collected.
+    pub fn start_quiet_gc(dir: &Path) -> Result<Stowaged> {
+        let cfg = dir.join("config.toml");
+        fs::write(
+            &cfg,
+            "version = 2\n[plugins.\"io.containerd.gc.v1.scheduler\"]\n  startup_delay = \"1h\"\n  mutation_threshold = 100000\n",
+        )?;
+        let cfg = cfg.to_str().context("config path")?.to_string();
+        Stowaged::start_with(&dir.join("root"), dir, &["--config", &cfg])
+    }
+
     /// Starts stowaged on `root` with its state and socket under `dir` and extra flags.
     pub fn start_with(root: &Path, dir: &Path, extra: &[&str]) -> Result<Stowaged> {
         let state = dir.join("state");
