@@ -80,6 +80,32 @@ struct File {
     debug: Debug,
     #[serde(default)]
     plugins: BTreeMap<String, toml::Value>,
+    // containerd keys with no meaning for the storage plane: accepted, so one config.toml
+    // serves both daemons, and ignored.
+    #[allow(dead_code)]
+    disabled_plugins: Option<toml::Value>,
+    #[allow(dead_code)]
+    required_plugins: Option<toml::Value>,
+    #[allow(dead_code)]
+    oom_score: Option<toml::Value>,
+    #[allow(dead_code)]
+    imports: Option<toml::Value>,
+    #[allow(dead_code)]
+    plugin_dir: Option<toml::Value>,
+    #[allow(dead_code)]
+    temp: Option<toml::Value>,
+    #[allow(dead_code)]
+    ttrpc: Option<toml::Value>,
+    #[allow(dead_code)]
+    metrics: Option<toml::Value>,
+    #[allow(dead_code)]
+    cgroup: Option<toml::Value>,
+    #[allow(dead_code)]
+    timeouts: Option<toml::Value>,
+    #[allow(dead_code)]
+    stream_processors: Option<toml::Value>,
+    #[allow(dead_code)]
+    proxy_plugins: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +259,27 @@ state = "/tmp/s"
         assert_eq!(c.gc.mutation_threshold, 50);
         assert_eq!(c.gc.schedule_delay, Duration::from_millis(10));
         assert_eq!(c.gc.startup_delay, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_containerd_config_is_accepted() {
+        let c = Config::parse(
+            r#"
+version = 2
+root = "/tmp/r"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+oom_score = 0
+[ttrpc]
+  address = "/tmp/s/x.sock.ttrpc"
+[debug]
+  level = "debug"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/opt/containerd"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/tmp/r"));
+        assert_eq!(c.log_level, "debug");
     }
 
     #[test]
