@@ -27,14 +27,14 @@ pub fn validate(name: &str) -> Result<()> {
             '.' | '_' | '-' if !prev_sep => prev_sep = true,
             _ => {
                 return Err(Error::invalid_argument(format!(
-                    "identifier {name:?} must match [A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*"
+                    "identifier {name:?} must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
                 )))
             }
         }
     }
     if prev_sep {
         return Err(Error::invalid_argument(format!(
-            "identifier {name:?} must match [A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*"
+            "identifier {name:?} must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
         )));
     }
     Ok(())

@@ -203,7 +203,7 @@ impl Containers {
             tx.root(),
             &[SCHEMA, self.ns.as_bytes(), CONTAINERS, id.as_bytes()],
         )?
-        .ok_or_else(|| not_found(id))?;
+        .ok_or_else(|| Error::not_found(format!("container {id:?} in namespace {:?}", self.ns)))?;
         read_container(id, b)
     }
 

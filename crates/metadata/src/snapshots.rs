@@ -199,7 +199,7 @@ impl NamespacedSnapshotter {
             let mut bparent = String::new();
             if !parent.is_empty() {
                 let pb = sb.bucket(parent.as_bytes()).b()?.ok_or_else(|| {
-                    Error::not_found(format!("parent snapshot {parent:?} does not exist"))
+                    Error::not_found(format!("parent snapshot {parent} does not exist"))
                 })?;
                 bparent = lossy(pb.get(NAME).b()?.unwrap_or_default());
             }
@@ -278,7 +278,7 @@ impl NamespacedSnapshotter {
             }
             if !parent.is_empty() {
                 let pb = sb.bucket(parent.as_bytes()).b()?.ok_or_else(|| {
-                    Error::not_found(format!("parent snapshot {parent:?} does not exist"))
+                    Error::not_found(format!("parent snapshot {parent} does not exist"))
                 })?;
                 if lossy(pb.get(NAME).b()?.unwrap_or_default()) != bparent {
                     return Err(Error::invalid_argument(format!(
@@ -318,7 +318,7 @@ impl NamespacedSnapshotter {
 }
 
 fn missing(key: &str) -> Error {
-    Error::not_found(format!("snapshot {key:?} does not exist"))
+    Error::not_found(format!("snapshot {key} does not exist"))
 }
 
 impl Snapshotter for NamespacedSnapshotter {
@@ -426,7 +426,7 @@ impl Snapshotter for NamespacedSnapshotter {
             let name_key = format!("{}/{}/{}", self.ns, seq, name);
             if !old.parent.is_empty() {
                 let pb = child(sb, old.parent.as_bytes())?.ok_or_else(|| {
-                    Error::not_found(format!("parent snapshot {:?} does not exist", old.parent))
+                    Error::not_found(format!("parent snapshot {} does not exist", old.parent))
                 })?;
                 let mut cb = create_child(pb, CHILDREN)?;
                 cb.delete(key.as_bytes()).b()?;
@@ -473,7 +473,7 @@ impl Snapshotter for NamespacedSnapshotter {
                 let Some(pb) = open_path(tx, &[SCHEMA, ns, SNAPSHOTS, ss, parent.as_bytes()])?
                 else {
                     return Err(Error::not_found(format!(
-                        "parent snapshot {parent:?} does not exist"
+                        "parent snapshot {parent} does not exist"
                     )));
                 };
                 if let Some(mut cb) = child(pb, CHILDREN)? {
