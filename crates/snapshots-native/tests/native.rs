@@ -317,7 +317,7 @@ fn containerds_go_native_snapshotter_agrees_both_ways() {
 fn a_root_in_use_is_not_opened_twice() {
     let d = tempfile::tempdir().unwrap();
     let first = NativeSnapshotter::new(d.path().join("root")).unwrap();
-    // containerd's bbolt would wait forever for the lock; here the second open fails at once.
+    // containerd's bbolt would wait forever for the lock; here the second open fails fast.
     let err = NativeSnapshotter::new(d.path().join("root")).unwrap_err();
     assert_eq!(
         err.kind(),

@@ -79,7 +79,14 @@ impl MetaStore {
     /// Opens (creating it with mode 0600 when missing) the metastore at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<MetaStore> {
         let path = path.as_ref();
-        let db = Db::open(path, Options::default())
+        // Fail fast on a metastore another process holds, but ride out the instant in which a
+        // child being spawned elsewhere in this process still shares a just-closed handle's
+        // lock (between fork and exec); 200 ms, as the metadata database uses.
+        let opts = Options {
+            lock_timeout: Some(std::time::Duration::from_millis(200)),
+            ..Options::default()
+        };
+        let db = Db::open(path, opts)
             .map_err(|e| bolt_error(e).context(format!("open metastore {}", path.display())))?;
         Ok(MetaStore { db })
     }

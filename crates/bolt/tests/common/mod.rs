@@ -216,6 +216,10 @@ pub fn dump_rust(path: &Path) -> String {
 pub fn nosync() -> Options {
     Options {
         no_sync: true,
+        // A child spawned by another test thread briefly holds copies of every open file
+        // description between fork and exec, flock included; a file closed and reopened in
+        // that window would look locked. Wait that window out instead of failing at once.
+        lock_timeout: Some(std::time::Duration::from_secs(5)),
         ..Options::default()
     }
 }
