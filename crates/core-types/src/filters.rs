@@ -1509,81 +1509,27 @@ func main() {
     /// Runs `inputs` (`'F'` filters or `'R'` regexes) through containerd's `filters.Parse` or
     /// Go's `regexp`, from the Go sources Debian ships.
     fn go_results(mode: char, inputs: &[String]) -> Option<Vec<GoResult>> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-
-        const GOPATH: &str = "/usr/share/gocode";
-        let pkg = format!("{GOPATH}/src/github.com/containerd/containerd/filters");
-        let go_ok = Command::new("go")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !go_ok || !std::path::Path::new(&pkg).is_dir() {
-            if std::env::var("STOWAGE_SKIP_EXTERNAL").as_deref() == Ok("1") {
-                return None;
-            }
-            panic!(
-                "this test runs containerd's filter parser: it needs `go` (apt: golang-go) and \
-                 {pkg} (apt: golang-github-containerd-containerd-dev); \
-                 set STOWAGE_SKIP_EXTERNAL=1 to skip it"
-            );
+        if !crate::gotest::have_containerd_package("filters", "containerd's filter parser") {
+            return None;
         }
-        let dir = std::env::temp_dir().join(format!(
-            "stowage-filters-diff-{}-{mode}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let main = dir.join("main.go");
         let subjects: Vec<String> = REGEX_SUBJECTS
             .iter()
             .map(|s| serde_json::to_string(s).unwrap())
             .collect();
-        std::fs::write(
-            &main,
-            GO_DIFF_PROGRAM.replace("SUBJECTS", &subjects.join(", ")),
-        )
-        .unwrap();
-        let mut child = Command::new("go")
-            .arg("run")
-            .arg(&main)
-            .env("GO111MODULE", "off")
-            .env("GOPATH", GOPATH)
-            .env("GOFLAGS", "-p=2")
-            .envs(
-                // `go` needs a build cache; give it one when the environment names none.
-                ["GOCACHE", "XDG_CACHE_HOME", "HOME"]
-                    .iter()
-                    .all(|v| std::env::var_os(v).is_none())
-                    .then(|| ("GOCACHE", dir.join("cache"))),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start go run");
-        let mut stdin = child.stdin.take().unwrap();
-        let lines: String = inputs
+        let program = GO_DIFF_PROGRAM.replace("SUBJECTS", &subjects.join(", "));
+        let lines: Vec<String> = inputs
             .iter()
-            .map(|s| format!("{mode} {}\n", serde_json::to_string(s).unwrap()))
+            .map(|s| format!("{mode} {}", serde_json::to_string(s).unwrap()))
             .collect();
-        let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
-        let out = child.wait_with_output().expect("wait for go run");
-        writer.join().unwrap().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            out.status.success(),
-            "go run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let results: Vec<GoResult> = text
-            .lines()
-            .map(|l| match l.split_once(' ') {
-                Some(("E", msg)) => GoResult::Error(serde_json::from_str(msg).unwrap()),
-                Some(("M", mask)) => GoResult::Mask(mask.parse().unwrap()),
-                _ => panic!("unexpected line from go: {l:?}"),
-            })
-            .collect();
+        let results: Vec<GoResult> =
+            crate::gotest::run_lines(&format!("filters-diff-{mode}"), &program, &lines)
+                .iter()
+                .map(|l| match l.split_once(' ') {
+                    Some(("E", msg)) => GoResult::Error(serde_json::from_str(msg).unwrap()),
+                    Some(("M", mask)) => GoResult::Mask(mask.parse().unwrap()),
+                    _ => panic!("unexpected line from go: {l:?}"),
+                })
+                .collect();
         assert_eq!(results.len(), inputs.len(), "one result per input");
         Some(results)
     }

@@ -11,6 +11,8 @@ pub mod digest;
 pub mod error;
 pub mod fieldpath;
 pub mod filters;
+#[cfg(test)]
+mod gotest;
 pub mod labels;
 pub mod mediatype;
 pub mod mount;

@@ -396,24 +396,8 @@ func main() {
 
     #[test]
     fn classification_agrees_with_containerd_images_package() {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-
-        const GOPATH: &str = "/usr/share/gocode";
-        let pkg = format!("{GOPATH}/src/github.com/containerd/containerd/images");
-        let go_ok = Command::new("go")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !go_ok || !std::path::Path::new(&pkg).is_dir() {
-            if std::env::var("STOWAGE_SKIP_EXTERNAL").as_deref() == Ok("1") {
-                return;
-            }
-            panic!(
-                "this test runs containerd's images package: it needs `go` (apt: golang-go) and \
-                 {pkg} (apt: golang-github-containerd-containerd-dev); \
-                 set STOWAGE_SKIP_EXTERNAL=1 to skip it"
-            );
+        if !crate::gotest::have_containerd_package("images", "containerd's images package") {
+            return;
         }
         // Every known type, bare and with suffixes in both orders, plus near misses.
         let mut inputs: Vec<String> = Vec::new();
@@ -438,47 +422,15 @@ func main() {
             .map(String::from),
         );
 
-        let dir = std::env::temp_dir().join(format!("stowage-mediatype-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let main = dir.join("main.go");
-        std::fs::write(&main, GO_IMAGES_PROGRAM).unwrap();
-        let mut child = Command::new("go")
-            .arg("run")
-            .arg(&main)
-            .env("GO111MODULE", "off")
-            .env("GOPATH", GOPATH)
-            .env("GOFLAGS", "-p=2")
-            .envs(
-                // `go` needs a build cache; give it one when the environment names none.
-                ["GOCACHE", "XDG_CACHE_HOME", "HOME"]
-                    .iter()
-                    .all(|v| std::env::var_os(v).is_none())
-                    .then(|| ("GOCACHE", dir.join("cache"))),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start go run");
-        let mut stdin = child.stdin.take().unwrap();
-        let lines: String = inputs
+        let lines: Vec<String> = inputs
             .iter()
-            .map(|s| serde_json::to_string(s).unwrap() + "\n")
+            .map(|s| serde_json::to_string(s).unwrap())
             .collect();
-        let writer = std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
-        let out = child.wait_with_output().expect("wait for go run");
-        writer.join().unwrap().unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            out.status.success(),
-            "go run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let answers: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let answers: Vec<serde_json::Value> =
+            crate::gotest::run_lines("mediatype", GO_IMAGES_PROGRAM, &lines)
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
         assert_eq!(answers.len(), inputs.len());
         for (mt, go) in inputs.iter().zip(answers) {
             let compression = match layer_compression(mt) {
