@@ -32,7 +32,10 @@ pub(crate) fn have_containerd_package(pkg: &str, what: &str) -> bool {
 /// Runs `program` with `go run`, writes `lines` to its stdin (one per line) and returns the
 /// lines it prints. Panics when Go fails. `tag` names the scratch directory.
 pub(crate) fn run_lines(tag: &str, program: &str, lines: &[String]) -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("stowage-{tag}-{}", std::process::id()));
+    // One directory per call: tests run in parallel and several may use the same tag.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("stowage-{tag}-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let main = dir.join("main.go");
     std::fs::write(&main, program).unwrap();
@@ -60,13 +63,15 @@ pub(crate) fn run_lines(tag: &str, program: &str, lines: &[String]) -> Vec<Strin
     // against a full stdout pipe.
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().expect("wait for go run");
-    writer.join().unwrap().unwrap();
+    let written = writer.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    // Go's own failure explains a broken pipe on our side, so it is reported first.
     assert!(
         out.status.success(),
         "go run failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    written.expect("writing the cases to go run");
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
