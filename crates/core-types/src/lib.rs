@@ -7,6 +7,7 @@
 
 pub mod content;
 pub mod descriptor;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod fieldpath;

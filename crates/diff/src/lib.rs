@@ -19,6 +19,13 @@
 //! [`ApplyOptions::parents`], a bind mount through its source directory, as containerd's
 //! applier does; other mount sets need a temporary mount and are refused.
 //!
+//! # The differ
+//! [`LocalDiffer`] implements `core_types::diff::{Applier, Comparer}` over a content store
+//! (the local one, or a namespaced one from `stowage-metadata`): apply reads the layer blob
+//! and writes through the mounts (a temporary mount when they are not a single overlay or
+//! bind mount), compare is [`compare`]. With the `testsuite` feature, module `testsuite` holds
+//! the conformance suite every differ runs (local, metadata-wrapped, through gRPC).
+//!
 //! # Path policy (never writing outside the root)
 //! - A name is taken relative to the root: a leading `/` is dropped, as containerd and GNU tar
 //!   do.
@@ -55,12 +62,15 @@
 
 mod apply;
 mod compare;
+mod differ;
 mod entry;
 pub mod media;
 pub mod mounts;
 mod resolve;
 mod stream;
 mod sys;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 use std::io::Read;
 use std::path::Path;
@@ -68,6 +78,7 @@ use std::path::Path;
 pub use compare::{
     compare, write_diff, write_overlay_diff, CompareOptions, DiffStats, UNCOMPRESSED_LABEL,
 };
+pub use differ::{LocalDiffer, NO_PROCESSOR};
 pub use mounts::{apply_layer_to_mounts, direct_target, DirectTarget};
 use stowage_core_types::error::{Error, Result};
 pub use stowage_digest_identity::Compression;

@@ -27,7 +27,7 @@
 //! - containerd never reports a directory whose only change is its modification time; here
 //!   such a directory is written, so the applied tree keeps the upper tree's time.
 
-mod fsmeta;
+pub(crate) mod fsmeta;
 mod header;
 mod walk;
 mod writer;
@@ -41,7 +41,7 @@ use stowage_core_types::error::{Error, Result};
 use stowage_core_types::labels::Labels;
 use stowage_core_types::mediatype::{self, Compression as MediaCompression};
 use stowage_core_types::mount::Mount;
-use stowage_core_types::Descriptor;
+use stowage_core_types::{Descriptor, ErrorKind};
 use stowage_digest_identity::{Digest, Digester};
 use stowage_snapshots_storage::mount::TempMount;
 
@@ -100,7 +100,9 @@ pub fn write_diff(lower: &Path, upper: &Path, mut out: impl Write) -> Result<Dif
 /// directories `upper_dir` has.
 ///
 /// Upper directories written with overlayfs' `redirect_dir` or `metacopy` features (which
-/// containerd does not enable) are refused with `NotImplemented`.
+/// containerd does not enable) are refused with `NotImplemented`: a renamed directory or a
+/// metadata-only copy keeps its data elsewhere in the stack. [`compare`] then falls back to
+/// walking the mounted trees.
 pub fn write_overlay_diff(
     lower: &Path,
     upper_dir: &Path,
@@ -115,19 +117,11 @@ pub fn write_overlay_diff(
     })
 }
 
-/// Options of [`compare`], as containerd's `diff.Opt`s.
-#[derive(Debug, Clone, Default)]
-pub struct CompareOptions {
-    /// The layer's media type; empty means `application/vnd.oci.image.layer.v1.tar+gzip`.
-    /// OCI and Docker layer types are accepted; `+gzip`/`.gzip` compress with gzip, `+zstd`
-    /// with zstd, the plain tar types not at all.
-    pub media_type: String,
-    /// Labels for the committed blob; the DiffID label is added.
-    pub labels: Labels,
-    /// The ingest reference; empty means a unique one. An existing ingest under a given
-    /// reference is truncated first.
-    pub reference: String,
-}
+/// Options of [`compare`]: containerd's `diff.Config` as the comparer trait takes it. The
+/// media type may be any OCI or Docker layer type: `+gzip`/`.gzip` compress with gzip, `+zstd`
+/// with zstd, the plain tar types not at all (containerd 1.6 accepts only the OCI tar and
+/// tar+gzip types). An existing ingest under a given reference is truncated first.
+pub use stowage_core_types::diff::CompareOptions;
 
 /// How the layer bytes are compressed on their way into the store.
 enum Compressor<W: Write> {
@@ -332,9 +326,12 @@ fn source_of(lower: &[Mount], upper: &[Mount]) -> Source {
     }
 }
 
+/// The compression `media_type` asks for; anything that is not a layer type we can write is
+/// refused with containerd's error (`unsupported diff media type: <type>: not implemented`).
 fn compression_for(media_type: &str) -> Result<MediaCompression> {
-    crate::media::check_layer_media_type(media_type)?;
-    mediatype::layer_compression(media_type)
+    crate::media::check_layer_media_type(media_type)
+        .and_then(|()| mediatype::layer_compression(media_type))
+        .map_err(|_| Error::not_implemented(format!("unsupported diff media type: {media_type}")))
 }
 
 static REF_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -360,7 +357,8 @@ fn readonly(mounts: &[Mount]) -> Vec<Mount> {
 ///
 /// Both mount sets are mounted read-only on temporary directories (an overlay upper mount
 /// whose lower directories are the lower mount is not mounted: its upper directory is read
-/// directly, see [`write_overlay_diff`]). The layer is compressed as the media type says,
+/// directly, see [`write_overlay_diff`], unless it turns out to use `redirect_dir` or
+/// `metacopy`: then the upper mounts are mounted and both trees walked). The layer is compressed as the media type says,
 /// its DiffID computed on the way and committed as the `containerd.io/uncompressed` label
 /// (also set on a blob that already existed without it). On failure everything is unmounted
 /// and the ingest is aborted.
@@ -380,7 +378,7 @@ pub fn compare(
 
     let lower_mount =
         TempMount::new(&readonly(lower)).map_err(|e| e.context("mounting the lower mounts"))?;
-    let upper_mount = match source {
+    let mut upper_mount = match source {
         Source::Trees => Some(
             TempMount::new(&readonly(upper)).map_err(|e| e.context("mounting the upper mounts"))?,
         ),
@@ -399,19 +397,42 @@ pub fn compare(
         if !options.reference.is_empty() {
             cw.truncate(0)?;
         }
-        let upper_root = match (&source, &upper_mount) {
-            (Source::OverlayUpper(dir), _) => Path::new(dir),
-            (Source::Trees, Some(um)) => um.path(),
-            (Source::Trees, None) => return Err(Error::unknown("upper mounts not mounted")),
-        };
-        let overlay = matches!(source, Source::OverlayUpper(_));
-        let (diff_id, size) = produce_and_store(compression, &mut *cw, |out| {
-            if overlay {
-                write_overlay_diff(lower_mount.path(), upper_root, out)
-            } else {
-                write_diff(lower_mount.path(), upper_root, out)
+        let fast = match &source {
+            Source::OverlayUpper(dir) => {
+                let upper_dir = Path::new(dir);
+                match produce_and_store(compression, &mut *cw, |out| {
+                    write_overlay_diff(lower_mount.path(), upper_dir, out)
+                }) {
+                    // The upper directory uses overlayfs features (redirect_dir, metacopy)
+                    // it cannot describe alone: start again and compare the mounted trees,
+                    // which is what containerd always does.
+                    Err(e) if e.is(ErrorKind::NotImplemented) => {
+                        cw.truncate(0)?;
+                        None
+                    }
+                    other => Some(other?),
+                }
             }
-        })?;
+            Source::Trees => None,
+        };
+        let (diff_id, size) = match fast {
+            Some(done) => done,
+            None => {
+                if upper_mount.is_none() {
+                    upper_mount = Some(
+                        TempMount::new(&readonly(upper))
+                            .map_err(|e| e.context("mounting the upper mounts"))?,
+                    );
+                }
+                let upper_root = upper_mount
+                    .as_ref()
+                    .map(TempMount::path)
+                    .ok_or_else(|| Error::unknown("upper mounts not mounted"))?;
+                produce_and_store(compression, &mut *cw, |out| {
+                    write_diff(lower_mount.path(), upper_root, out)
+                })?
+            }
+        };
         commit(
             content,
             &mut *cw,
@@ -437,6 +458,9 @@ pub fn compare(
     Ok(desc)
 }
 
+/// Commits the layer. When the blob is already there, the requested labels it lacks (or has
+/// with other values) are set on it, and the DiffID label if it has none, so the caller finds
+/// the blob labelled as asked whether or not this compare created it.
 fn commit(
     content: &dyn Store,
     cw: &mut dyn Writer,
@@ -446,21 +470,31 @@ fn commit(
     labels: &Labels,
 ) -> Result<Descriptor> {
     let digest = cw.digest();
-    let mut labels = labels.clone();
-    labels.insert(UNCOMPRESSED_LABEL.to_string(), diff_id.to_string());
-    match cw.commit(Some(size), Some(&digest), labels) {
+    let mut wanted = labels.clone();
+    wanted.insert(UNCOMPRESSED_LABEL.to_string(), diff_id.to_string());
+    match cw.commit(Some(size), Some(&digest), wanted) {
         Ok(()) => {}
-        Err(e) if e.is(stowage_core_types::ErrorKind::AlreadyExists) => {
+        Err(e) if e.is(ErrorKind::AlreadyExists) => {
             let mut info = content.info(&digest)?;
+            let mut paths = Vec::new();
             if !info.labels.contains_key(UNCOMPRESSED_LABEL) {
                 info.labels
                     .insert(UNCOMPRESSED_LABEL.to_string(), diff_id.to_string());
-                match content.update(info, &[format!("labels.{UNCOMPRESSED_LABEL}")]) {
+                paths.push(format!("labels.{UNCOMPRESSED_LABEL}"));
+            }
+            for (k, v) in labels {
+                if k != UNCOMPRESSED_LABEL && info.labels.get(k) != Some(v) {
+                    info.labels.insert(k.clone(), v.clone());
+                    paths.push(format!("labels.{k}"));
+                }
+            }
+            if !paths.is_empty() {
+                match content.update(info, &paths) {
                     // A store that keeps no labels (containerd's bare local store) cannot
-                    // hold this one either; the blob itself is what was asked for.
-                    Err(e) if e.is(stowage_core_types::ErrorKind::FailedPrecondition) => {}
+                    // hold these either; the blob itself is what was asked for.
+                    Err(e) if e.is(ErrorKind::FailedPrecondition) => {}
                     other => {
-                        other?;
+                        other.map_err(|e| e.context("labelling the layer"))?;
                     }
                 }
             }
@@ -544,9 +578,11 @@ mod tests {
             mediatype::OCI_LAYER_GZIP_ENCRYPTED,
             "x",
         ] {
+            let err = compression_for(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotImplemented);
             assert_eq!(
-                compression_for(bad).unwrap_err().kind(),
-                stowage_core_types::ErrorKind::NotImplemented
+                err.to_string(),
+                format!("unsupported diff media type: {bad}: not implemented")
             );
         }
     }
