@@ -1,18 +1,14 @@
-//! containerd.services.diff.v1.Diff: the walking differ. Apply streams a layer from the
-//! content store onto the snapshot behind the given mounts (straight into an overlay upper
-//! directory when the mounts are a single overlay mount, as containerd does; otherwise onto
-//! the mounts mounted on a temporary directory); Diff compares two mount sets into a new blob.
+//! containerd.services.diff.v1.Diff, served through the `core_types::diff` traits by the local
+//! differ over the request's namespaced content store (under the request's lease), as
+//! containerd wraps its walking differ with the metadata content store: Apply reads the layer
+//! from the namespace and applies it onto the given mounts; Diff writes the compared layer
+//! into the namespace.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use stowage_core_types::content::{Info, Manager, Provider, SectionReader};
+use stowage_core_types::diff::{Applier, ApplyConfig, CompareOptions, Comparer, Payload};
 use stowage_core_types::mount::Mount;
-use stowage_core_types::{mediatype, Descriptor, Error, Result};
-use stowage_diff::{
-    apply_layer, compare, ApplyOptions, CompareOptions, LayerEncoding, WhiteoutMode,
-};
-use stowage_snapshots_storage::mount::with_temp_mount;
+use stowage_diff::LocalDiffer;
 use tonic::{Request, Response, Status};
 
 use super::blocking;
@@ -27,42 +23,12 @@ use crate::server::State;
 #[derive(Debug)]
 pub struct Service(pub Arc<State>);
 
-/// The upper directory, lower directories and `userxattr` flag of a single overlay mount with
-/// absolute paths: the case containerd applies into the upper directory directly.
-fn overlay_upper(mounts: &[Mount]) -> Option<(PathBuf, Vec<PathBuf>, bool)> {
-    let [m] = mounts else { return None };
-    if m.kind != "overlay" {
-        return None;
+impl Service {
+    /// The differ for one request: the local differ over namespace `ns`'s content store.
+    fn differ(&self, ns: &str, lease: Option<&str>) -> stowage_core_types::Result<LocalDiffer> {
+        let cs = self.0.db.content_store(ns, lease)?;
+        Ok(LocalDiffer::new(Arc::new(cs)))
     }
-    let upper = Path::new(m.option_value("upperdir")?);
-    let lowers: Vec<PathBuf> = m.lower_dirs().iter().map(Into::into).collect();
-    if !upper.is_absolute() || lowers.iter().any(|l| !l.is_absolute()) {
-        return None;
-    }
-    Some((upper.to_path_buf(), lowers, m.has_option("userxattr")))
-}
-
-fn apply(provider: &dyn Provider, layer: &Descriptor, mounts: &[Mount]) -> Result<Descriptor> {
-    let ra = provider.reader_at(layer)?;
-    let reader = SectionReader::new(&*ra, 0);
-    let encoding = LayerEncoding::MediaType(&layer.media_type);
-    let result = if let Some((upper, lowers, user_xattr)) = overlay_upper(mounts) {
-        let opts = ApplyOptions {
-            whiteouts: WhiteoutMode::Overlay { user_xattr },
-            parents: lowers,
-            ..ApplyOptions::default()
-        };
-        apply_layer(reader, encoding, &upper, &opts)?
-    } else {
-        with_temp_mount(mounts, |root| {
-            apply_layer(reader, encoding, root, &ApplyOptions::default())
-        })?
-    };
-    Ok(Descriptor::new(
-        mediatype::OCI_LAYER,
-        result.diff_id,
-        result.size,
-    ))
 }
 
 #[tonic::async_trait]
@@ -84,13 +50,23 @@ impl Diff for Service {
                 "mounts are required to apply a layer: invalid argument",
             ));
         }
-        let db = self.0.db.clone();
-        let applied = blocking(move || {
-            let cs = db.content_store(&ns, lease.as_deref())?;
-            apply(&cs, &layer, &mounts)
-                .map_err(|e| e.context(format!("apply layer {}", layer.digest)))
-        })
-        .await?;
+        let config = ApplyConfig {
+            payloads: r
+                .payloads
+                .into_iter()
+                .map(|(id, any)| {
+                    (
+                        id,
+                        Payload {
+                            type_url: any.type_url,
+                            value: any.value,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let differ = self.differ(&ns, lease.as_deref()).status()?;
+        let applied = blocking(move || differ.apply(&layer, &mounts, &config)).await?;
         Ok(Response::new(pb::ApplyResponse {
             applied: Some(descriptor_pb(&applied)),
         }))
@@ -110,23 +86,8 @@ impl Diff for Service {
             labels: labels(r.labels),
             reference: r.r#ref,
         };
-        let db = self.0.db.clone();
-        let desc = blocking(move || {
-            let cs = db.content_store(&ns, lease.as_deref())?;
-            let d = compare(&lower, &upper, &cs, &opts)?;
-            // The blob's labels live in the namespaced store; make sure they are recorded.
-            if !opts.labels.is_empty() {
-                let info: Info = cs.info(&d.digest)?;
-                let mut merged = info.clone();
-                merged.labels.extend(opts.labels.clone());
-                let paths: Vec<String> =
-                    opts.labels.keys().map(|k| format!("labels.{k}")).collect();
-                cs.update(merged, &paths)
-                    .map_err(|e: Error| e.context("labelling the diff"))?;
-            }
-            Ok(d)
-        })
-        .await?;
+        let differ = self.differ(&ns, lease.as_deref()).status()?;
+        let desc = blocking(move || differ.compare(&lower, &upper, &opts)).await?;
         Ok(Response::new(pb::DiffResponse {
             diff: Some(descriptor_pb(&desc)),
         }))

@@ -1,0 +1,116 @@
+//! The differ conformance suite on the two differs the daemon brings: the local differ over
+//! a namespaced (metadata) content store under a lease, with mounts from the namespaced
+//! snapshotter (what the Diff service runs per request), and our gRPC client against
+//! stowaged, with mounts from the daemon's snapshotters. Every case gets a fresh root (and
+//! daemon).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::Stowaged;
+use stowage_content::LocalStore;
+use stowage_core_types::snapshot::Snapshotter;
+use stowage_core_types::Labels;
+use stowage_daemon::remote::content::RemoteContentStore;
+use stowage_daemon::remote::diff::RemoteDiffer;
+use stowage_daemon::remote::snapshots::RemoteSnapshotter;
+use stowage_diff::testsuite::TestDiffer;
+use stowage_diff::LocalDiffer;
+use stowage_metadata::{Db, Options};
+
+/// The local differ over `meta.db`'s view of the content store, in namespace "testing" under
+/// lease "work", with snapshotter `name` namespaced the same way.
+fn metadata_wrapped(name: &str) -> TestDiffer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    let backend = Arc::new(
+        LocalStore::open(root.join("io.containerd.content.v1.content")).expect("content store"),
+    );
+    let sn: Arc<dyn Snapshotter> = match name {
+        "overlayfs" => Arc::new(
+            stowage_snapshots_overlay::OverlaySnapshotter::new(
+                root.join("io.containerd.snapshotter.v1.overlayfs"),
+            )
+            .expect("overlayfs snapshotter"),
+        ),
+        _ => Arc::new(
+            stowage_snapshots_native::NativeSnapshotter::new(
+                root.join("io.containerd.snapshotter.v1.native"),
+            )
+            .expect("native snapshotter"),
+        ),
+    };
+    let db = Db::open(
+        root,
+        Options {
+            content: Some(backend),
+            snapshotters: BTreeMap::from([(name.to_string(), sn)]),
+            ..Default::default()
+        },
+    )
+    .expect("opening meta.db");
+    db.leases("testing")
+        .expect("leases")
+        .create("work", &Labels::new())
+        .expect("creating the lease");
+    let content = Arc::new(
+        db.content_store("testing", Some("work"))
+            .expect("namespaced content store"),
+    );
+    let snapshotter = Arc::new(
+        db.snapshotter(name, "testing", Some("work"))
+            .expect("namespaced snapshotter"),
+    );
+    let differ = Arc::new(LocalDiffer::new(content.clone()));
+    TestDiffer::new(differ, content, snapshotter, (db, dir))
+}
+
+/// Our gRPC differ, content store and snapshotter `name` against a fresh stowaged, all in
+/// namespace "conformance" under lease "suite" (so the collector leaves the case alone).
+fn remote(name: &str) -> TestDiffer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = Stowaged::start(dir.path()).expect("starting stowaged");
+    d.ok(&["-n", "conformance", "leases", "create", "--id", "suite"]);
+    let content = Arc::new(
+        RemoteContentStore::connect(&d.address, "conformance", Some("suite"))
+            .expect("connect content"),
+    );
+    let snapshotter = Arc::new(
+        RemoteSnapshotter::connect(&d.address, name, "conformance", Some("suite"))
+            .expect("connect snapshots"),
+    );
+    let differ = Arc::new(
+        RemoteDiffer::connect(&d.address, "conformance", Some("suite")).expect("connect diff"),
+    );
+    TestDiffer::new(differ, content, snapshotter, (d, dir))
+}
+
+mod metadata_overlayfs {
+    fn factory() -> stowage_diff::testsuite::TestDiffer {
+        super::metadata_wrapped("overlayfs")
+    }
+    stowage_diff::differ_conformance!(factory);
+}
+
+mod metadata_native {
+    fn factory() -> stowage_diff::testsuite::TestDiffer {
+        super::metadata_wrapped("native")
+    }
+    stowage_diff::differ_conformance!(factory);
+}
+
+mod remote_overlayfs {
+    fn factory() -> stowage_diff::testsuite::TestDiffer {
+        super::remote("overlayfs")
+    }
+    stowage_diff::differ_conformance!(factory);
+}
+
+mod remote_native {
+    fn factory() -> stowage_diff::testsuite::TestDiffer {
+        super::remote("native")
+    }
+    stowage_diff::differ_conformance!(factory);
+}
