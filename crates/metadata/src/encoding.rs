@@ -1,120 +1,15 @@
 //! The value encodings containerd 1.6 writes into meta.db: Go `time.Time.MarshalBinary`
-//! timestamps, Go `binary.PutVarint`/`PutUvarint` integers and protobuf `google.protobuf.Any`.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! timestamps, Go `binary.PutVarint`/`PutUvarint` integers (both shared with the snapshotter
+//! metastores, see `stowage_snapshots_storage::codec`) and protobuf `google.protobuf.Any`.
 
 use stowage_core_types::{Error, Result};
 
-/// Seconds from 0001-01-01T00:00:00Z (Go's internal epoch) to the Unix epoch.
-const GO_EPOCH_TO_UNIX: i64 = 62_135_596_800;
-
-/// Encodes `t` as Go's `time.Time.MarshalBinary` does for a UTC time: 15 bytes, version 1,
-/// offset -1 (UTC).
-pub fn encode_time(t: SystemTime) -> [u8; 15] {
-    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-        Err(e) => {
-            // Before 1970: floor to whole seconds with a positive nanosecond part.
-            let d = e.duration();
-            let mut s = -(d.as_secs() as i64);
-            let mut n = d.subsec_nanos();
-            if n > 0 {
-                s -= 1;
-                n = 1_000_000_000 - n;
-            }
-            (s, n)
-        }
-    };
-    let go_secs = secs.saturating_add(GO_EPOCH_TO_UNIX);
-    let mut out = [0u8; 15];
-    out[0] = 1;
-    out[1..9].copy_from_slice(&go_secs.to_be_bytes());
-    out[9..13].copy_from_slice(&nanos.to_be_bytes());
-    out[13..15].copy_from_slice(&(-1i16).to_be_bytes());
-    out
-}
-
-/// Decodes Go's `time.Time.MarshalBinary` (version 1, 15 bytes, or version 2, 16 bytes). The
-/// zone offset only says how Go would print the instant, so it is read and dropped.
-pub fn decode_time(b: &[u8]) -> Result<SystemTime> {
-    let want = match b.first() {
-        Some(1) => 15,
-        Some(2) => 16,
-        Some(v) => {
-            return Err(Error::data_loss(format!(
-                "timestamp has unsupported version {v}, expected 1 or 2"
-            )))
-        }
-        None => return Err(Error::data_loss("timestamp is empty, expected 15 bytes")),
-    };
-    if b.len() != want {
-        return Err(Error::data_loss(format!(
-            "timestamp version {} is {} bytes, expected {want}",
-            b[0],
-            b.len()
-        )));
-    }
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&b[1..9]);
-    let go_secs = i64::from_be_bytes(s);
-    let mut n = [0u8; 4];
-    n.copy_from_slice(&b[9..13]);
-    let nanos = u32::from_be_bytes(n);
-    if nanos >= 1_000_000_000 {
-        return Err(Error::data_loss(format!(
-            "timestamp nanoseconds {nanos} out of range"
-        )));
-    }
-    let unix = go_secs
-        .checked_sub(GO_EPOCH_TO_UNIX)
-        .ok_or_else(|| Error::data_loss("timestamp out of range"))?;
-    let t = if unix >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(unix as u64, nanos))
-    } else {
-        UNIX_EPOCH
-            .checked_sub(Duration::from_secs(unix.unsigned_abs()))
-            .and_then(|t| t.checked_add(Duration::from_nanos(nanos as u64)))
-    };
-    t.ok_or_else(|| Error::data_loss(format!("timestamp {go_secs}s out of range")))
-}
-
-/// Go's `binary.PutUvarint`: LEB128, 7 bits a byte, least significant group first.
-pub fn encode_uvarint(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10);
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-    out
-}
-
-/// Go's `binary.Uvarint`: the value and the bytes it used, or `None` when truncated or longer
-/// than 64 bits.
-pub fn decode_uvarint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v: u64 = 0;
-    for (i, &byte) in b.iter().enumerate() {
-        if i == 10 || (i == 9 && byte > 1) {
-            return None;
-        }
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
-
-/// Go's `binary.PutVarint`: zigzag, then [`encode_uvarint`].
-pub fn encode_varint(v: i64) -> Vec<u8> {
-    encode_uvarint(((v << 1) ^ (v >> 63)) as u64)
-}
-
-/// Go's `binary.Varint`, or `None` on a bad encoding.
-pub fn decode_varint(b: &[u8]) -> Option<(i64, usize)> {
-    let (u, n) = decode_uvarint(b)?;
-    Some((((u >> 1) as i64) ^ -((u & 1) as i64), n))
-}
+// The Go encodings are shared with the snapshotter metastores, under the names this crate
+// has always used.
+pub use stowage_snapshots_storage::codec::{
+    marshal_time as encode_time, read_uvarint as decode_uvarint, read_varint_len as decode_varint,
+    unmarshal_time as decode_time, uvarint as encode_uvarint, varint as encode_varint,
+};
 
 /// Reads a signed size the way containerd does: a bad encoding reads as 0.
 pub fn read_size(b: &[u8]) -> i64 {
@@ -214,51 +109,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn time_matches_real_containerd_bytes() {
-        // From a real meta.db: 2026-11-23 12:39:19.330263831 UTC.
-        let raw = [
-            0x01, 0x00, 0x00, 0x00, 0x0e, 0xe2, 0x96, 0x2a, 0xf7, 0x13, 0xaf, 0x6d, 0x17, 0xff,
-            0xff,
-        ];
-        let t = decode_time(&raw).unwrap();
-        let d = t.duration_since(UNIX_EPOCH).unwrap();
-        assert_eq!(d.as_secs(), 1_795_437_559);
-        assert_eq!(d.subsec_nanos(), 330_263_831);
-        assert_eq!(encode_time(t), raw);
-    }
-
-    #[test]
-    fn time_version_2_and_bad_inputs() {
-        let mut v2 = encode_time(UNIX_EPOCH + Duration::from_secs(5)).to_vec();
-        v2[0] = 2;
-        v2.push(30);
-        assert_eq!(
-            decode_time(&v2).unwrap(),
-            UNIX_EPOCH + Duration::from_secs(5)
-        );
-        assert!(decode_time(&v2[..15]).is_err());
-        assert!(decode_time(&[]).is_err());
-        let mut v3 = v2.clone();
-        v3[0] = 3;
-        assert!(decode_time(&v3).is_err());
-        let before = UNIX_EPOCH - Duration::new(10, 250);
-        assert_eq!(decode_time(&encode_time(before)).unwrap(), before);
-    }
-
-    #[test]
-    fn varints_match_go() {
-        assert_eq!(encode_varint(3), [0x06]);
-        assert_eq!(encode_varint(418), [0xc4, 0x06]);
-        assert_eq!(encode_varint(1_049_649), [0xe2, 0x90, 0x80, 0x01]);
-        assert_eq!(encode_varint(-5), [0x09]);
-        assert_eq!(encode_uvarint(7), [0x07]);
-        for v in [0i64, 1, -1, 63, 64, -65, i64::MAX, i64::MIN] {
-            let e = encode_varint(v);
-            assert_eq!(decode_varint(&e), Some((v, e.len())));
-        }
-        assert_eq!(decode_varint(&[0x80]), None);
+    fn sizes_read_as_containerd_reads_them() {
+        assert_eq!(read_size(&encode_varint(53_248)), 53_248);
+        assert_eq!(read_size(&encode_varint(-5)), -5);
+        // A bad encoding reads as 0 rather than failing.
         assert_eq!(read_size(&[0xff]), 0);
-        assert_eq!(decode_uvarint(&[0xff; 11]), None);
+        assert_eq!(read_size(&[]), 0);
     }
 
     #[test]
