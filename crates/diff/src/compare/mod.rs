@@ -328,6 +328,27 @@ fn source_of(lower: &[Mount], upper: &[Mount]) -> Source {
 
 /// The compression `media_type` asks for; anything that is not a layer type we can write is
 /// refused with containerd's error (`unsupported diff media type: <type>: not implemented`).
+/// The read-only upper mounts to walk when the overlay fast path refused the upper
+/// directory (`reason` is its error): redirects are followed whatever the kernel's default,
+/// and metadata-only copies are read through (`metacopy=on`, only when the upper directory
+/// has them: older kernels do not know the option).
+fn fallback_mounts(upper: &[Mount], reason: &str) -> Vec<Mount> {
+    let mut mounts = readonly(upper);
+    for m in mounts.iter_mut().filter(|m| m.kind == "overlay") {
+        let mut want = vec!["redirect_dir=follow"];
+        if reason.contains(walk::METACOPY_MARK) {
+            want.push("metacopy=on");
+        }
+        for opt in want {
+            let key = opt.split('=').next().unwrap_or(opt);
+            if m.option_value(key).is_none() {
+                m.options.push(opt.to_string());
+            }
+        }
+    }
+    mounts
+}
+
 fn compression_for(media_type: &str) -> Result<MediaCompression> {
     crate::media::check_layer_media_type(media_type)
         .and_then(|()| mediatype::layer_compression(media_type))
@@ -397,6 +418,9 @@ pub fn compare(
         if !options.reference.is_empty() {
             cw.truncate(0)?;
         }
+        // The overlay fast path, when it applies; `None` when the trees must be walked, with
+        // the mounts to walk the upper tree through when the fast path gave up.
+        let mut fallback = None;
         let fast = match &source {
             Source::OverlayUpper(dir) => {
                 let upper_dir = Path::new(dir);
@@ -408,6 +432,7 @@ pub fn compare(
                     // which is what containerd always does.
                     Err(e) if e.is(ErrorKind::NotImplemented) => {
                         cw.truncate(0)?;
+                        fallback = Some(fallback_mounts(upper, e.message()));
                         None
                     }
                     other => Some(other?),
@@ -419,8 +444,9 @@ pub fn compare(
             Some(done) => done,
             None => {
                 if upper_mount.is_none() {
+                    let mounts = fallback.unwrap_or_else(|| readonly(upper));
                     upper_mount = Some(
-                        TempMount::new(&readonly(upper))
+                        TempMount::new(&mounts)
                             .map_err(|e| e.context("mounting the upper mounts"))?,
                     );
                 }
@@ -553,6 +579,48 @@ mod tests {
         assert_eq!(source_of(&[], &[one]), Source::Trees);
         let plain = Mount::new("bind", "/s/3/fs", ["rbind"]);
         assert_eq!(source_of(&[], &[plain]), Source::Trees);
+    }
+
+    #[test]
+    fn fallback_mounts_follow_redirects_and_metacopy_only_when_needed() {
+        let upper = Mount::new(
+            "overlay",
+            "overlay",
+            [
+                "index=off",
+                "workdir=/s/3/work",
+                "upperdir=/s/3/fs",
+                "lowerdir=/s/1/fs",
+            ],
+        );
+        let plain = fallback_mounts(std::slice::from_ref(&upper), "x carries a redirect");
+        assert_eq!(
+            plain[0].options,
+            [
+                "index=off",
+                "lowerdir=/s/3/fs:/s/1/fs",
+                "redirect_dir=follow"
+            ]
+        );
+        let meta = fallback_mounts(
+            std::slice::from_ref(&upper),
+            &format!("/s/3/fs/f {}", walk::METACOPY_MARK),
+        );
+        assert_eq!(
+            meta[0].options,
+            [
+                "index=off",
+                "lowerdir=/s/3/fs:/s/1/fs",
+                "redirect_dir=follow",
+                "metacopy=on"
+            ]
+        );
+        // A redirect setting the caller chose is kept.
+        let mut on = upper.clone();
+        on.options.push("redirect_dir=on".into());
+        let kept = fallback_mounts(&[on], "redirect");
+        assert_eq!(kept[0].option_value("redirect_dir"), Some("on"));
+        assert_eq!(kept[0].options.len(), 3);
     }
 
     #[test]

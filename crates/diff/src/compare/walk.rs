@@ -206,6 +206,10 @@ fn walk_both(
     Ok(())
 }
 
+/// Part of the message of the overlay walk's refusal of a metadata-only copy, which tells the
+/// fallback to mount with `metacopy=on`.
+pub(crate) const METACOPY_MARK: &str = "is an overlayfs metadata-only copy (metacopy)";
+
 /// The overlayfs markers on an upper directory entry that matter to a layer.
 struct OverlayMarks {
     opaque: bool,
@@ -224,12 +228,17 @@ fn overlay_marks(path: &Path) -> Result<OverlayMarks> {
             Some(b"opaque") => opaque |= value.as_slice() == b"y",
             // Redirected directories and metadata-only copies keep their data elsewhere in the
             // stack; the upper directory alone cannot describe them.
-            Some(s @ (b"redirect" | b"metacopy")) => {
+            Some(b"redirect") => {
                 return Err(Error::not_implemented(format!(
-                "{} carries overlayfs {} (redirect_dir/metacopy); diff the mounted trees instead",
-                path.display(),
-                String::from_utf8_lossy(s)
+                "{} carries an overlayfs redirect (redirect_dir); diff the mounted trees instead",
+                path.display()
             )))
+            }
+            Some(b"metacopy") => {
+                return Err(Error::not_implemented(format!(
+                    "{} {METACOPY_MARK}; diff the mounted trees instead",
+                    path.display()
+                )))
             }
             _ => {}
         }
