@@ -377,3 +377,144 @@ fn make_temp_dir(parent: &Path) -> Result<PathBuf> {
     let os = unsafe { std::ffi::OsString::from_encoded_bytes_unchecked(template) };
     Ok(PathBuf::from(os))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_core_types::ErrorKind;
+
+    fn open(root: &Path, options: LayoutOptions) -> Layout {
+        Layout::open(root, options, |_| Ok(())).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn with_dir(l: &Layout, kind: Kind, key: &str, parent: &str) -> Result<Snapshot> {
+        l.create_with_dir(kind, key, parent, Labels::new(), |_| Ok(()), |_, _| Ok(()))
+    }
+
+    #[test]
+    fn a_failed_create_leaves_neither_record_nor_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let l = open(d.path(), LayoutOptions::default());
+        let failed = |step: &str| Err(Error::unknown(format!("{step} failed")));
+        let r = l.create_with_dir(
+            Kind::Active,
+            "a",
+            "",
+            Labels::new(),
+            |_| failed("prepare"),
+            |_, _| Ok(()),
+        );
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Unknown);
+        let r = l.create_with_dir(
+            Kind::Active,
+            "a",
+            "",
+            Labels::new(),
+            |td| fs::write(td.join("file"), b"x").map_err(|e| Error::io("write", e)),
+            |_, _| failed("fill"),
+        );
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Unknown);
+        // A create refused by the metastore (unknown parent) cleans up too.
+        let r = with_dir(&l, Kind::Active, "a", "missing");
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(l.stat("a").unwrap_err().kind(), ErrorKind::NotFound);
+        assert!(entries(&l.snapshots_dir()).is_empty());
+
+        let s = with_dir(&l, Kind::Active, "a", "").unwrap();
+        assert_eq!(entries(&l.snapshots_dir()), [s.id]);
+    }
+
+    #[test]
+    fn files_live_where_the_options_say_and_are_measured_there() {
+        let d = tempfile::tempdir().unwrap();
+        let options = LayoutOptions {
+            files_subdir: Some("fs"),
+            files_label: Some("files"),
+            removal: Removal::SweepOrphans,
+        };
+        let l = open(d.path(), options);
+        let s = l
+            .create_with_dir(
+                Kind::Active,
+                "a",
+                "",
+                Labels::new(),
+                |td| fs::create_dir(td.join("fs")).map_err(|e| Error::io("mkdir", e)),
+                |_, _| Ok(()),
+            )
+            .unwrap();
+        let files = l.files_dir(&s.id);
+        assert_eq!(files, d.path().join("snapshots").join(&s.id).join("fs"));
+        fs::write(files.join("f"), vec![7u8; 8192]).unwrap();
+        let measured = disk_usage(&files).unwrap();
+        assert_eq!(l.usage("a").unwrap(), measured);
+
+        let want = files.to_string_lossy().into_owned();
+        let mut info = l.stat("a").unwrap();
+        assert_eq!(info.labels.get("files"), Some(&want));
+        info.labels.insert("x".into(), "y".into());
+        let updated = l.update(info, &["labels.x".to_string()]).unwrap();
+        assert_eq!(updated.labels.get("files"), Some(&want));
+        assert_eq!(updated.labels.get("x").map(String::as_str), Some("y"));
+        let mut walked = Vec::new();
+        l.walk(
+            &mut |i| {
+                walked.push(i);
+                Ok(())
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(walked[0].labels.get("files"), Some(&want));
+
+        l.commit("c", "a", Labels::new()).unwrap();
+        fs::write(files.join("g"), vec![7u8; 8192]).unwrap();
+        assert_eq!(l.usage("c").unwrap(), measured, "recorded at commit");
+
+        // The label is reported, never stored.
+        drop(l);
+        let l = open(d.path(), LayoutOptions::default());
+        assert_eq!(l.stat("c").unwrap().labels.get("files"), None);
+        assert_eq!(l.files_dir(&s.id), d.path().join("snapshots").join(&s.id));
+    }
+
+    #[test]
+    fn removals_take_the_directory_and_cleanup_takes_orphans() {
+        for removal in [Removal::RenameAside, Removal::SweepOrphans] {
+            let d = tempfile::tempdir().unwrap();
+            let options = LayoutOptions {
+                removal,
+                ..LayoutOptions::default()
+            };
+            let l = open(d.path(), options);
+            let s = with_dir(&l, Kind::Active, "a", "").unwrap();
+            l.commit("base", "a", Labels::new()).unwrap();
+            let child = with_dir(&l, Kind::Active, "child", "base").unwrap();
+            let stray = l.snapshots_dir().join("new-stray");
+            fs::create_dir(&stray).unwrap();
+
+            // A refused removal keeps the record and the directory.
+            let e = l.remove("base").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{removal:?}");
+            assert!(l.snapshot_dir(&s.id).is_dir(), "{removal:?}");
+
+            l.remove("child").unwrap();
+            assert_eq!(l.stat("child").unwrap_err().kind(), ErrorKind::NotFound);
+            assert!(!l.snapshot_dir(&child.id).exists(), "{removal:?}");
+            // Only the overlay style sweeps orphans on removal.
+            assert_eq!(stray.exists(), removal == Removal::RenameAside);
+
+            l.cleanup().unwrap();
+            assert_eq!(entries(&l.snapshots_dir()), [s.id.as_str()], "{removal:?}");
+        }
+    }
+}
