@@ -303,38 +303,38 @@ fn snapshot_field(info: &Info, path: &[&str]) -> Option<String> {
 /// They are collected first so the caller may call back into the snapshotter for each.
 pub fn walk_info<T: ReadView, S: AsRef<str>>(tx: &T, filters: &[S]) -> Result<Vec<Info>> {
     let filter = Filter::parse_all(filters)?;
-    let Some(v1) = tx.v1()? else {
-        return Ok(Vec::new());
-    };
-    let Some(snaps) = sub(&v1, SNAPSHOTS)? else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    let mut c = snaps.cursor();
-    let mut e = c.first().map_err(bolt_error)?;
-    while let Some((k, v)) = e {
-        if v.is_none() {
-            let name = String::from_utf8_lossy(k).into_owned();
-            let b = sub(&snaps, k)?
-                .ok_or_else(|| Error::data_loss(format!("snapshot bucket {name:?} vanished")))?;
-            let info = read_info(&b, &name)?;
-            if filter.matches(&|p: &[&str]| snapshot_field(&info, p)) {
-                out.push(info);
-            }
+    for_each_record(tx, |name, b| {
+        let info = read_info(b, &name)?;
+        if filter.matches(&|p: &[&str]| snapshot_field(&info, p)) {
+            out.push(info);
         }
-        e = c.next().map_err(bolt_error)?;
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
 /// Every record's id (decimal) → key, to find directories no record owns.
 pub fn id_map<T: ReadView>(tx: &T) -> Result<HashMap<String, String>> {
     let mut m = HashMap::new();
+    for_each_record(tx, |name, b| {
+        m.insert(read_id(b)?.to_string(), name);
+        Ok(())
+    })?;
+    Ok(m)
+}
+
+/// Calls `f` with the key and bucket of every record in key order; none when the metastore
+/// has no `v1/snapshots` yet.
+fn for_each_record<T: ReadView>(
+    tx: &T,
+    mut f: impl FnMut(String, &Bucket<'_>) -> Result<()>,
+) -> Result<()> {
     let Some(v1) = tx.v1()? else {
-        return Ok(m);
+        return Ok(());
     };
     let Some(snaps) = sub(&v1, SNAPSHOTS)? else {
-        return Ok(m);
+        return Ok(());
     };
     let mut c = snaps.cursor();
     let mut e = c.first().map_err(bolt_error)?;
@@ -343,11 +343,11 @@ pub fn id_map<T: ReadView>(tx: &T) -> Result<HashMap<String, String>> {
             let name = String::from_utf8_lossy(k).into_owned();
             let b = sub(&snaps, k)?
                 .ok_or_else(|| Error::data_loss(format!("snapshot bucket {name:?} vanished")))?;
-            m.insert(read_id(&b)?.to_string(), name);
+            f(name, &b)?;
         }
         e = c.next().map_err(bolt_error)?;
     }
-    Ok(m)
+    Ok(())
 }
 
 fn put(b: &mut BucketMut<'_>, key: &[u8], value: &[u8]) -> Result<()> {
