@@ -8,6 +8,8 @@
 //! - [`mount`]: mounting and unmounting [`Mount`](stowage_core_types::mount::Mount) lists,
 //!   temporary mounts;
 //! - [`usage`]: disk usage as containerd counts it;
+//! - [`codec`]: Go's varint and `time.MarshalBinary` encodings (also used by
+//!   `stowage-metadata` for `meta.db`);
 //! - `testsuite` (feature `testsuite`): the snapshotter conformance suite.
 
 pub mod codec;
