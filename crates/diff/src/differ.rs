@@ -3,8 +3,10 @@
 //!
 //! Give it the plain local store to diff outside any namespace, or a namespaced (metadata)
 //! content store to have layers read from and written into a namespace under a lease, which
-//! is how the daemon serves the Diff service.
+//! is how the daemon serves the Diff service. Layers of media types that need a stream
+//! processor (see [`crate::processor`]) go through the configured programs first.
 
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use stowage_core_types::content::{SectionReader, Store};
@@ -15,16 +17,17 @@ use stowage_core_types::mount::Mount;
 use stowage_core_types::Descriptor;
 use stowage_snapshots_storage::mount::with_temp_mount;
 
-use crate::{apply_layer, apply_layer_to_mounts, direct_target, ApplyOptions, LayerEncoding};
-
-/// The text containerd's `diff.ErrNoProcessor` carries.
-pub const NO_PROCESSOR: &str = "no processor for media-type";
+use crate::processor::{self, StreamProcessor};
+use crate::{
+    apply_layer, apply_layer_to_mounts, direct_target, ApplyOptions, ApplyResult, LayerEncoding,
+};
 
 /// Applies layers from, and writes compared layers into, one content store.
 #[derive(Clone)]
 pub struct LocalDiffer {
     content: Arc<dyn Store>,
     apply_options: ApplyOptions,
+    processors: Vec<StreamProcessor>,
 }
 
 impl std::fmt::Debug for LocalDiffer {
@@ -40,6 +43,7 @@ impl LocalDiffer {
         LocalDiffer {
             content,
             apply_options: ApplyOptions::default(),
+            processors: Vec::new(),
         }
     }
 
@@ -50,24 +54,120 @@ impl LocalDiffer {
         self
     }
 
+    /// Uses the stream processors `processors` (tried in this order, before the built-in
+    /// decompressor) for the media types they accept.
+    pub fn with_processors(mut self, processors: Vec<StreamProcessor>) -> Self {
+        self.processors = processors;
+        self
+    }
+
     /// The content store layers are read from and written into.
     pub fn content(&self) -> &Arc<dyn Store> {
         &self.content
     }
 }
 
-/// Resolves the stream processor chain for `media_type`, as containerd's applier does before
-/// reading anything: the built-in processor takes every OCI and Docker layer type (the
-/// compression is detected from the stream); there are no configured processors, so any other
-/// type fails with containerd's `ErrNoProcessor`. Payloads are for configured processors only,
-/// so with none configured they are never read — containerd ignores them the same way.
-fn resolve_processors(media_type: &str, _config: &ApplyConfig) -> Result<()> {
-    mediatype::layer_compression(media_type).map_err(|_| {
-        Error::unknown(format!(
-            "failed to get stream processor for {media_type}: {NO_PROCESSOR}"
-        ))
-    })?;
-    Ok(())
+impl LocalDiffer {
+    /// Applies a decompressible layer stream of `media_type` onto `mounts`.
+    fn apply_stream<R: Read + Send>(
+        &self,
+        reader: R,
+        media_type: &str,
+        mounts: &[Mount],
+    ) -> Result<ApplyResult> {
+        let encoding = LayerEncoding::MediaType(media_type);
+        match direct_target(mounts) {
+            Ok(_) => apply_layer_to_mounts(reader, encoding, mounts, &self.apply_options),
+            // Several mounts, or a filesystem that is not a directory: write through a
+            // temporary mount of them, as containerd always does.
+            Err(e) if e.is(ErrorKind::NotImplemented) => with_temp_mount(mounts, |root| {
+                let mut options = self.apply_options.clone();
+                options.whiteouts = crate::WhiteoutMode::Delete;
+                options.parents = Vec::new();
+                apply_layer(reader, encoding, root, &options)
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs the blob through `chain` (each processor's output feeding the next) and applies
+    /// what the last one writes, as the layer type `layer_type`.
+    fn apply_through(
+        &self,
+        chain: &[&StreamProcessor],
+        blob: SectionReader<'_>,
+        media_type: &str,
+        layer_type: &str,
+        mounts: &[Mount],
+        config: &ApplyConfig,
+    ) -> Result<ApplyResult> {
+        std::thread::scope(|scope| {
+            let mut stream: Box<dyn Read + Send + '_> = Box::new(blob);
+            let mut running = Vec::new();
+            let mut current = media_type.to_string();
+            let mut started = Ok(());
+            for p in chain {
+                let run = match processor::start(p, &current, config.payloads.get(&p.id)) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        started = Err(e);
+                        break;
+                    }
+                };
+                let mut child = run.child;
+                if let Some((w, data)) = run.payload {
+                    scope.spawn(move || processor::feed_payload(w, &data));
+                }
+                let (Some(mut stdin), Some(stdout), Some(stderr)) =
+                    (child.stdin.take(), child.stdout.take(), child.stderr.take())
+                else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    started = Err(Error::unknown(format!(
+                        "stream processor {} started without its pipes",
+                        p.id
+                    )));
+                    break;
+                };
+                let mut input = stream;
+                // A processor that stops reading makes this copy fail; its exit status
+                // tells why.
+                scope.spawn(move || {
+                    let _ = io::copy(&mut input, &mut stdin);
+                });
+                let errors = scope.spawn(move || processor::collect(stderr));
+                stream = Box::new(stdout);
+                running.push((*p, child, errors));
+                current = p.returns.clone();
+            }
+            let applied = started.and_then(|()| {
+                let applied = self.apply_stream(&mut stream, layer_type, mounts)?;
+                // Read what the layer did not need, as containerd does, so every processor
+                // can write all it has and exit.
+                io::copy(&mut stream, &mut io::sink())
+                    .map_err(|e| Error::io("reading the rest of the processed stream", e))?;
+                Ok(applied)
+            });
+            drop(stream);
+            let mut failed = None;
+            for (p, mut child, errors) in running {
+                if applied.is_err() {
+                    // Nothing reads their output any more; a processor that already failed
+                    // on its own still reports its exit status below.
+                    let _ = child.kill();
+                }
+                let stderr = errors.join().unwrap_or_default();
+                if let Err(e) = processor::finish(p, child, stderr, applied.is_err()) {
+                    failed.get_or_insert(e);
+                }
+            }
+            match failed {
+                // A processor's failure explains whatever the apply saw.
+                Some(e) => Err(e),
+                None => applied,
+            }
+        })
+    }
 }
 
 impl Applier for LocalDiffer {
@@ -77,24 +177,24 @@ impl Applier for LocalDiffer {
         mounts: &[Mount],
         config: &ApplyConfig,
     ) -> Result<Descriptor> {
-        resolve_processors(&desc.media_type, config)?;
+        // Resolved before anything is read, so a type nothing takes fails at once.
+        let (chain, layer_type) = processor::resolve(&self.processors, &desc.media_type)?;
         let ra = self
             .content
             .reader_at(desc)
             .map_err(|e| e.context("failed to get reader from content store"))?;
         let reader = SectionReader::new(&*ra, 0);
-        let encoding = LayerEncoding::MediaType(&desc.media_type);
-        let result = match direct_target(mounts) {
-            Ok(_) => apply_layer_to_mounts(reader, encoding, mounts, &self.apply_options)?,
-            // Several mounts, or a filesystem that is not a directory: write through a
-            // temporary mount of them, as containerd always does.
-            Err(e) if e.is(ErrorKind::NotImplemented) => with_temp_mount(mounts, |root| {
-                let mut options = self.apply_options.clone();
-                options.whiteouts = crate::WhiteoutMode::Delete;
-                options.parents = Vec::new();
-                apply_layer(reader, encoding, root, &options)
-            })?,
-            Err(e) => return Err(e),
+        let result = if chain.is_empty() {
+            self.apply_stream(reader, &layer_type, mounts)?
+        } else {
+            self.apply_through(
+                &chain,
+                reader,
+                &desc.media_type,
+                &layer_type,
+                mounts,
+                config,
+            )?
         };
         Ok(Descriptor::new(
             mediatype::OCI_LAYER,
@@ -112,32 +212,5 @@ impl Comparer for LocalDiffer {
         options: &CompareOptions,
     ) -> Result<Descriptor> {
         crate::compare(lower, upper, &*self.content, options)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_media_types_have_no_processor() {
-        let config = ApplyConfig::default();
-        for mt in [mediatype::OCI_MANIFEST, "application/octet-stream", ""] {
-            let err = resolve_processors(mt, &config).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Unknown);
-            assert_eq!(
-                err.message(),
-                format!("failed to get stream processor for {mt}: no processor for media-type")
-            );
-        }
-        for mt in [
-            mediatype::OCI_LAYER,
-            mediatype::OCI_LAYER_GZIP,
-            mediatype::OCI_LAYER_ZSTD,
-            mediatype::DOCKER_LAYER,
-            mediatype::DOCKER_LAYER_GZIP,
-        ] {
-            resolve_processors(mt, &config).unwrap();
-        }
     }
 }

@@ -23,7 +23,9 @@
 //! [`LocalDiffer`] implements `core_types::diff::{Applier, Comparer}` over a content store
 //! (the local one, or a namespaced one from `stowage-metadata`): apply reads the layer blob
 //! and writes through the mounts (a temporary mount when they are not a single overlay or
-//! bind mount), compare is [`compare`]. With the `testsuite` feature, module `testsuite` holds
+//! bind mount), compare is [`compare`]. Layer media types that need a program to turn them
+//! into a layer stream first (decryption) go through configured [`StreamProcessor`]s, as
+//! containerd's `[stream_processors]`. With the `testsuite` feature, module `testsuite` holds
 //! the conformance suite every differ runs (local, metadata-wrapped, through gRPC).
 //!
 //! # Path policy (never writing outside the root)
@@ -66,6 +68,7 @@ mod differ;
 mod entry;
 pub mod media;
 pub mod mounts;
+pub mod processor;
 mod resolve;
 mod stream;
 mod sys;
@@ -78,8 +81,9 @@ use std::path::Path;
 pub use compare::{
     compare, write_diff, write_overlay_diff, CompareOptions, DiffStats, UNCOMPRESSED_LABEL,
 };
-pub use differ::{LocalDiffer, NO_PROCESSOR};
+pub use differ::LocalDiffer;
 pub use mounts::{apply_layer_to_mounts, direct_target, DirectTarget};
+pub use processor::{StreamProcessor, NO_PROCESSOR};
 use stowage_core_types::error::{Error, Result};
 pub use stowage_digest_identity::Compression;
 use stowage_digest_identity::{decompressed_reader, Digest};
