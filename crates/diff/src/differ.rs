@@ -19,7 +19,8 @@ use stowage_snapshots_storage::mount::with_temp_mount;
 
 use crate::processor::{self, StreamProcessor};
 use crate::{
-    apply_layer, apply_layer_to_mounts, direct_target, ApplyOptions, ApplyResult, LayerEncoding,
+    apply_layer, apply_layer_to_mounts, direct_target, ApplyOptions, ApplyResult, DirectTarget,
+    LayerEncoding,
 };
 
 /// Applies layers from, and writes compared layers into, one content store.
@@ -67,6 +68,16 @@ impl LocalDiffer {
     }
 }
 
+/// True when every path of `target` is absolute.
+fn absolute(target: &DirectTarget) -> bool {
+    match target {
+        DirectTarget::OverlayUpper { upper, lowers, .. } => {
+            upper.is_absolute() && lowers.iter().all(|l| l.is_absolute())
+        }
+        DirectTarget::Directory(dir) => dir.is_absolute(),
+    }
+}
+
 impl LocalDiffer {
     /// Applies a decompressible layer stream of `media_type` onto `mounts`.
     fn apply_stream<R: Read + Send>(
@@ -77,17 +88,33 @@ impl LocalDiffer {
     ) -> Result<ApplyResult> {
         let encoding = LayerEncoding::MediaType(media_type);
         match direct_target(mounts) {
-            Ok(_) => apply_layer_to_mounts(reader, encoding, mounts, &self.apply_options),
-            // Several mounts, or a filesystem that is not a directory: write through a
+            Ok(target) if absolute(&target) => {
+                apply_layer_to_mounts(reader, encoding, mounts, &self.apply_options)
+            }
+            // Several mounts, a filesystem that is not a directory, or relative paths (which
+            // only the mount's own working directory gives a meaning): write through a
             // temporary mount of them, as containerd always does.
-            Err(e) if e.is(ErrorKind::NotImplemented) => with_temp_mount(mounts, |root| {
-                let mut options = self.apply_options.clone();
-                options.whiteouts = crate::WhiteoutMode::Delete;
-                options.parents = Vec::new();
-                apply_layer(reader, encoding, root, &options)
-            }),
+            Ok(_) => self.apply_mounted(reader, encoding, mounts),
+            Err(e) if e.is(ErrorKind::NotImplemented) => {
+                self.apply_mounted(reader, encoding, mounts)
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Applies through a temporary mount of `mounts`.
+    fn apply_mounted<R: Read + Send>(
+        &self,
+        reader: R,
+        encoding: LayerEncoding<'_>,
+        mounts: &[Mount],
+    ) -> Result<ApplyResult> {
+        with_temp_mount(mounts, |root| {
+            let mut options = self.apply_options.clone();
+            options.whiteouts = crate::WhiteoutMode::Delete;
+            options.parents = Vec::new();
+            apply_layer(reader, encoding, root, &options)
+        })
     }
 
     /// Runs the blob through `chain` (each processor's output feeding the next) and applies
@@ -212,5 +239,24 @@ impl Comparer for LocalDiffer {
         options: &CompareOptions,
     ) -> Result<Descriptor> {
         crate::compare(lower, upper, &*self.content, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_targets_are_written_directly() {
+        let upper = |u: &str, l: &str| DirectTarget::OverlayUpper {
+            upper: u.into(),
+            lowers: vec![l.into()],
+            user_xattr: false,
+        };
+        assert!(absolute(&upper("/s/2/fs", "/s/1/fs")));
+        assert!(!absolute(&upper("s/2/fs", "/s/1/fs")));
+        assert!(!absolute(&upper("/s/2/fs", "1/fs")));
+        assert!(absolute(&DirectTarget::Directory("/s/1".into())));
+        assert!(!absolute(&DirectTarget::Directory("s/1".into())));
     }
 }
