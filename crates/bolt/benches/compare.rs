@@ -149,6 +149,69 @@ fn merge_best(best: &mut BTreeMap<String, f64>, new: BTreeMap<String, f64>) {
     }
 }
 
+/// Deleting every other one of `n` nested buckets (three small values each, so inline, as
+/// meta.db records are) in one transaction, commit included, as a GC sweep does. Rust only;
+/// prints the median of three runs per size and the growth against n log n.
+fn delete_growth(dir: &std::path::Path, sizes: &[u64]) {
+    println!(
+        "\ndelete every other nested bucket of n in one transaction (stowage-bolt, median of 3)"
+    );
+    let mut prev: Option<(u64, f64)> = None;
+    for &n in sizes {
+        let template = dir.join(format!("del-{n}.db"));
+        {
+            let db = Db::open(&template, Options::default()).unwrap();
+            db.update::<_, Error>(|tx| {
+                let mut top = tx.create_bucket(b"blob")?;
+                for i in 0..n {
+                    let mut b = top.create_bucket(format!("sha256:{:064x}", i).as_bytes())?;
+                    b.put(b"createdat", &[1u8; 15])?;
+                    b.put(b"updatedat", &[2u8; 15])?;
+                    b.put(b"size", &[3u8; 3])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        let mut times = Vec::new();
+        for run in 0..3 {
+            let path = dir.join(format!("del-{n}-{run}.db"));
+            std::fs::copy(&template, &path).unwrap();
+            let db = Db::open(&path, Options::default()).unwrap();
+            let start = Instant::now();
+            db.update::<_, Error>(|tx| {
+                let mut top = tx.bucket_mut(b"blob")?.unwrap();
+                for i in (0..n).step_by(2) {
+                    top.delete_bucket(format!("sha256:{:064x}", i).as_bytes())?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            db.begin_read().unwrap().check().unwrap();
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[1];
+        let growth = match prev {
+            Some((n0, t0)) => {
+                let (a, b) = (n as f64, n0 as f64);
+                format!(
+                    "   x{:.1} for x{} (n log n bound x{:.1})",
+                    t / t0,
+                    n / n0,
+                    a * a.ln() / (b * b.ln())
+                )
+            }
+            None => String::new(),
+        };
+        println!(
+            "  {n:>7} buckets, {:>6} deleted: {t:>9.2} ms{growth}",
+            n / 2
+        );
+        prev = Some((n, t));
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too, quickly.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -252,4 +315,10 @@ fn main() {
     );
     let mem = ours[&format!("bulk_{b2}_peak_rss_bytes")] / ours[&format!("bulk_{b2}_file_bytes")];
     println!("peak RSS / file size after the {b2}-key commit (stowage-bolt): {mem:.2}");
+    let dir = tempfile::tempdir().unwrap();
+    let sizes: Vec<u64> = [1_000.0, 10_000.0, 100_000.0]
+        .iter()
+        .map(|&x| n(x))
+        .collect();
+    delete_growth(dir.path(), &sizes);
 }

@@ -116,11 +116,28 @@ impl<'a> Bucket<'a> {
 
     /// The raw leaf entry for `key`: (flags, value).
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<(u32, &'a [u8])>> {
-        let mut c = self.cursor();
-        match c.seek_raw(key)? {
-            Some((k, flags, v)) if k == key => Ok(Some((flags, v))),
-            _ => Ok(None),
+        // A point lookup needs no cursor stack (and so no allocation): the key, if present,
+        // is in the one leaf that the branch searches lead to.
+        let mut elem = self.root_elem()?;
+        for _ in 0..MAX_DEPTH {
+            let idx = elem.search(key)?;
+            if elem.is_leaf() {
+                if idx < elem.count() {
+                    let (flags, k, v) = elem.leaf(idx)?;
+                    if k == key {
+                        return Ok(Some((flags, v)));
+                    }
+                }
+                return Ok(None);
+            }
+            if elem.count() == 0 {
+                return Err(Error::corrupt("branch page with no elements"));
+            }
+            elem = elem.child(idx, &self.pages)?;
         }
+        Err(Error::corrupt(format!(
+            "tree deeper than {MAX_DEPTH} levels: the page graph has a cycle"
+        )))
     }
 
     /// The value of `key`, or `None` if absent or if `key` names a nested bucket.
@@ -137,23 +154,30 @@ impl<'a> Bucket<'a> {
             return Ok(Some(st.view(self.pages)));
         }
         match self.lookup(name)? {
-            Some((flags, v)) if flags & BUCKET_FLAG != 0 => {
-                let bv = BucketValue::parse(v, name)?;
-                let root = if bv.root == 0 {
-                    bv.inline_page()?;
-                    Root::Inline(bv.inline)
-                } else {
-                    Root::Page(bv.root)
-                };
-                Ok(Some(Bucket {
-                    pages: self.pages,
-                    root,
-                    sequence: bv.sequence,
-                    state: None,
-                }))
-            }
+            Some((flags, v)) if flags & BUCKET_FLAG != 0 => Ok(Some(self.nested(name, v)?)),
             _ => Ok(None),
         }
+    }
+
+    /// The nested bucket `name` whose leaf value `v` was already found in this bucket.
+    fn nested(&self, name: &[u8], v: &'a [u8]) -> Result<Bucket<'a>> {
+        // A sub-bucket opened for writing in this transaction is newer than its leaf value.
+        if let Some(st) = self.state.and_then(|s| s.children.get(name)) {
+            return Ok(st.view(self.pages));
+        }
+        let bv = BucketValue::parse(v, name)?;
+        let root = if bv.root == 0 {
+            bv.inline_page()?;
+            Root::Inline(bv.inline)
+        } else {
+            Root::Page(bv.root)
+        };
+        Ok(Bucket {
+            pages: self.pages,
+            root,
+            sequence: bv.sequence,
+            state: None,
+        })
     }
 
     /// The bucket's sequence number.
@@ -379,6 +403,36 @@ impl<'a> Cursor<'a> {
     /// Moves to the first entry whose key is >= `key`.
     pub fn seek(&mut self, key: &[u8]) -> Result<Option<Entry<'a>>> {
         Ok(to_entry(self.seek_raw(key)?))
+    }
+
+    /// The nested bucket under the cursor, opened from the entry the cursor already holds,
+    /// so walking a bucket's sub-buckets costs no second search per entry (Go has no
+    /// equivalent: there, `Bucket.Bucket(k)` searches again). `None` when the entry is a
+    /// plain value or the cursor is past either end (or was never positioned).
+    ///
+    /// ```
+    /// # use stowage_bolt::{Db, Error, Options};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = Db::open(dir.path().join("db"), Options::default())?;
+    /// db.update::<_, Error>(|tx| {
+    ///     let mut top = tx.create_bucket(b"top")?;
+    ///     top.create_bucket(b"a")?.put(b"k", b"1")?;
+    ///     top.put(b"b", b"plain")?;
+    ///     Ok(())
+    /// })?;
+    /// let tx = db.begin_read()?;
+    /// let mut c = tx.bucket(b"top")?.unwrap().cursor();
+    /// c.first()?;
+    /// assert_eq!(c.bucket()?.unwrap().get(b"k")?, Some(&b"1"[..]));
+    /// c.next()?;
+    /// assert!(c.bucket()?.is_none()); // `b` holds a value
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn bucket(&self) -> Result<Option<Bucket<'a>>> {
+        match self.current()? {
+            Some((k, flags, v)) if flags & BUCKET_FLAG != 0 => Ok(Some(self.bucket.nested(k, v)?)),
+            _ => Ok(None),
+        }
     }
 }
 

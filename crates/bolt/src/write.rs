@@ -668,16 +668,28 @@ fn create_child<'a>(
 }
 
 fn delete_child(state: &mut BucketState, ctx: &mut Ctx, key: &[u8]) -> Result<()> {
-    if open_child(state, ctx, key)?.is_none() {
-        return match state.view(ctx.pages()).lookup(key)? {
-            Some(_) => Err(Error::IncompatibleValue(name(key), "value")),
-            None => Err(Error::BucketNotFound(name(key))),
+    if let Some(child) = state.children.remove(key) {
+        free_state(&child, ctx, 0)?;
+    } else {
+        // Not opened in this transaction: free its pages straight from the leaf value,
+        // without materialising a `BucketState` that would be dropped at once (a GC pass
+        // deletes tens of thousands of buckets in one transaction).
+        let map = ctx.map.clone();
+        let pages = Pages {
+            data: map.bytes(),
+            page_size: ctx.ps,
+            high: ctx.high,
         };
+        match state.view(pages).lookup(key)? {
+            Some((flags, v)) if flags & BUCKET_FLAG != 0 => {
+                // The value may live in this transaction's nodes, which freeing must not borrow.
+                let v = v.to_vec();
+                free_value(&v, key, ctx, 0)?;
+            }
+            Some(_) => return Err(Error::IncompatibleValue(name(key), "value")),
+            None => return Err(Error::BucketNotFound(name(key))),
+        }
     }
-    let Some(child) = state.children.remove(key) else {
-        return Err(Error::BucketNotFound(name(key)));
-    };
-    free_state(&child, ctx, 0)?;
     let root = root_node(state, ctx)?;
     node_delete(root, ctx, key, 0)
 }
