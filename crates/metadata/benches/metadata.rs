@@ -1,9 +1,15 @@
-//! Metadata figures (read-only ones best of three runs) and their growth from 1k to 100k objects: image list, content walk, a GC
-//! pass, and image create/delete throughput (fsync'd, one transaction each, as containerd).
+//! Metadata figures and their growth from 1k to 100k objects: image list, content walk, a GC
+//! pass, and image create/delete (fsync'd, one transaction each, as containerd) in a
+//! database already holding that many objects.
+//!
+//! The machine is shared, so every figure is the median of several runs, given both as wall
+//! time and as this thread's CPU time (which outside load disturbs far less; it leaves out
+//! fsync waits). Each GC run starts from a fresh copy of the same populated file.
 //!
 //! `cargo bench -p stowage-metadata --bench metadata` runs the full sizes; `cargo test
 //! --benches` runs a quick pass at small sizes so the code keeps working.
 
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use stowage_core_types::content::Manager;
@@ -77,134 +83,233 @@ fn create<'t>(mut parent: stowage_bolt::BucketMut<'t>, name: &[u8]) -> stowage_b
     parent.into_bucket_mut(name).unwrap().unwrap()
 }
 
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
+/// CPU time of the calling thread so far (from the scheduler's own accounting).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// Wall and CPU time of one run.
+#[derive(Clone, Copy)]
+struct Times {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (Times, T) {
+    let (t, c) = (Instant::now(), thread_cpu());
     let out = f();
-    (t.elapsed(), out)
+    let times = Times {
+        wall: t.elapsed(),
+        cpu: thread_cpu().saturating_sub(c),
+    };
+    (times, out)
 }
 
-/// Best of three runs, for read-only measurements.
-fn best<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
-    let (mut d, mut out) = time(&mut f);
-    for _ in 0..2 {
-        let (d2, o2) = time(&mut f);
-        if d2 < d {
-            d = d2;
-            out = o2;
-        }
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Medians (wall and CPU, taken separately) of `runs` runs of `f`; also the last output.
+fn median_of<T>(runs: usize, mut f: impl FnMut() -> (Times, T)) -> (Times, T) {
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    let mut out = None;
+    for _ in 0..runs {
+        let (t, o) = f();
+        walls.push(t.wall);
+        cpus.push(t.cpu);
+        out = Some(o);
     }
-    (d, out)
+    let out = out.expect("at least one run");
+    let times = Times {
+        wall: median(walls),
+        cpu: median(cpus),
+    };
+    (times, out)
 }
 
-fn report(what: &str, rows: &[(u64, Duration)]) {
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Prints a row per size and the growth from the previous size against a bound: `n log n`
+/// for whole passes (`per_op == false`), `log n` for one operation.
+fn report(what: &str, rows: &[(u64, Times)], per_op: bool) {
     println!("\n{what}");
-    for (i, (n, d)) in rows.iter().enumerate() {
-        let per = d.as_secs_f64() / *n as f64 * 1e6;
+    for (i, (n, t)) in rows.iter().enumerate() {
         let growth = if i > 0 {
-            let (n0, d0) = rows[i - 1];
-            let ratio = d.as_secs_f64() / d0.as_secs_f64();
-            let nlogn = (*n as f64 * (*n as f64).ln()) / (n0 as f64 * (n0 as f64).ln());
+            let (n0, t0) = rows[i - 1];
+            let (nf, n0f) = (*n as f64, n0 as f64);
+            let bound = if per_op {
+                nf.ln() / n0f.ln()
+            } else {
+                nf * nf.ln() / (n0f * n0f.ln())
+            };
+            let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
             format!(
-                "   x{ratio:.1} for x{} objects (n log n bound x{nlogn:.1})",
-                n / n0
+                "   growth x{:.1} wall, x{:.1} cpu (bound {} x{bound:.1})",
+                r(t.wall, t0.wall),
+                r(t.cpu, t0.cpu),
+                if per_op { "log n" } else { "n log n" }
             )
         } else {
             String::new()
         };
-        println!(
-            "  {n:>7} objects: {:>9.2} ms  ({per:.2} µs/object){growth}",
-            d.as_secs_f64() * 1e3
-        );
+        if per_op {
+            println!(
+                "  {n:>7} objects: {:>8.1} µs/op wall, {:>8.1} µs/op cpu{growth}",
+                t.wall.as_secs_f64() * 1e6,
+                t.cpu.as_secs_f64() * 1e6
+            );
+        } else {
+            println!(
+                "  {n:>7} objects: {:>9.2} ms wall, {:>9.2} ms cpu ({:.2} µs/object wall){growth}",
+                ms(t.wall),
+                ms(t.cpu),
+                t.wall.as_secs_f64() / *n as f64 * 1e6
+            );
+        }
     }
+}
+
+/// Opens a fresh copy of the populated database in `template` below a new directory.
+fn open_copy(template: &Path, content: bool) -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let to = stowage_metadata::db_path(dir.path());
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(stowage_metadata::db_path(template), &to).unwrap();
+    let content = content.then(|| {
+        std::sync::Arc::new(stowage_content::LocalStore::open(dir.path().join("content")).unwrap())
+            as std::sync::Arc<dyn stowage_core_types::content::Store>
+    });
+    let db = Db::open(
+        dir.path(),
+        Options {
+            content,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (dir, db)
 }
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let sizes: &[u64] = if full {
-        &[1_000, 10_000, 100_000]
+    let (sizes, runs, ops): (&[u64], usize, u64) = if full {
+        (&[1_000, 10_000, 100_000], 5, 200)
     } else {
-        &[200, 2_000]
+        (&[200, 2_000], 2, 10)
     };
-    let mut list = Vec::new();
-    let mut walk = Vec::new();
-    let mut gc = Vec::new();
+    let (mut list, mut walk, mut gc, mut create, mut delete) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for &n in sizes {
-        let dir = tempfile::tempdir().unwrap();
-        let backend = std::sync::Arc::new(
-            stowage_content::LocalStore::open(dir.path().join("content")).unwrap(),
-        );
-        let db = Db::open(
-            dir.path(),
-            Options {
-                content: Some(backend),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        populate(&db, n);
+        let template = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(template.path(), Options::default()).unwrap();
+            populate(&db, n);
+        }
+        let (_dir, db) = open_copy(template.path(), true);
         let images = db.images("bench").unwrap();
-        let (d, got) = best(|| images.list(&[]).unwrap().len());
+        let (t, got) = median_of(runs, || time(|| images.list(&[]).unwrap().len()));
         assert_eq!(got as u64, n);
-        list.push((got as u64, d));
+        list.push((n, t));
         let cs = db.content_store("bench", None).unwrap();
-        let (d, count) = best(|| {
-            let mut c = 0u64;
-            cs.walk(
-                &mut |_| {
-                    c += 1;
-                    Ok(())
-                },
-                &[],
-            )
-            .unwrap();
-            c
+        let (t, count) = median_of(runs, || {
+            time(|| {
+                let mut c = 0u64;
+                cs.walk(
+                    &mut |_| {
+                        c += 1;
+                        Ok(())
+                    },
+                    &[],
+                )
+                .unwrap();
+                c
+            })
         });
         assert_eq!(count, n);
-        walk.push((n, d));
-        let (d, stats) = time(|| db.collect().unwrap());
-        // Manifests (j%4==0) and their children (j%4==1) survive.
-        let removed = stats.removed.len() as u64;
-        assert!(removed > 0 && removed < n, "{removed} of {n}");
-        println!(
-            "  gc at {n}: mark {:.1} ms, mark+sweep+commit {:.1} ms, total {:.1} ms",
-            stats.mark_duration.as_secs_f64() * 1e3,
-            stats.meta_duration.as_secs_f64() * 1e3,
-            d.as_secs_f64() * 1e3
-        );
-        gc.push((n, d));
-    }
-    report("image list (all images of a namespace)", &list);
-    report("content walk (namespaced, records only)", &walk);
-    report("GC pass (mark + sweep of records)", &gc);
+        walk.push((n, t));
 
-    // Throughput of the API itself: one fsync'd transaction per operation.
-    let ops = if full { 1_000 } else { 50 };
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), Options::default()).unwrap();
-    let images = db.images("bench").unwrap();
-    let (d, _) = time(|| {
-        for i in 0..ops {
-            images
-                .create(Image::new(
-                    format!("img-{i}"),
-                    Descriptor::new("application/vnd.oci.image.manifest.v1+json", digest(i), 10),
-                ))
-                .unwrap();
+        let mut marks = Vec::new();
+        let mut metas = Vec::new();
+        let (t, _) = median_of(runs, || {
+            let (_dir, db) = open_copy(template.path(), true);
+            let (t, stats) = time(|| db.collect().unwrap());
+            // Manifests (j%4==0) and their children (j%4==1) survive.
+            let removed = stats.removed.len() as u64;
+            assert!(removed > 0 && removed < n, "{removed} of {n}");
+            marks.push(stats.mark_duration);
+            metas.push(stats.meta_duration);
+            (t, ())
+        });
+        println!(
+            "  gc at {n}: median mark {:.1} ms, mark+sweep+commit {:.1} ms, total {:.1} ms wall ({:.1} ms cpu)",
+            ms(median(marks)),
+            ms(median(metas)),
+            ms(t.wall),
+            ms(t.cpu)
+        );
+        gc.push((n, t));
+
+        // One fsync'd transaction per operation, into a database already holding `n`.
+        let per = |t: Times| Times {
+            wall: t.wall / ops as u32,
+            cpu: t.cpu / ops as u32,
+        };
+        let mut creates = Vec::new();
+        let mut deletes = Vec::new();
+        for _ in 0..runs {
+            let (_dir, db) = open_copy(template.path(), false);
+            let images = db.images("bench").unwrap();
+            let (c, _) = time(|| {
+                for i in 0..ops {
+                    images
+                        .create(Image::new(
+                            format!("new-{i}"),
+                            Descriptor::new(
+                                "application/vnd.oci.image.manifest.v1+json",
+                                digest(i),
+                                10,
+                            ),
+                        ))
+                        .unwrap();
+                }
+            });
+            let (d, _) = time(|| {
+                for i in 0..ops {
+                    images.delete(&format!("new-{i}")).unwrap();
+                }
+            });
+            creates.push(c);
+            deletes.push(d);
         }
-    });
-    println!(
-        "\nimage create: {ops} in {:.1} ms = {:.0}/s",
-        d.as_secs_f64() * 1e3,
-        ops as f64 / d.as_secs_f64()
+        let med = |v: &[Times]| Times {
+            wall: median(v.iter().map(|t| t.wall).collect()),
+            cpu: median(v.iter().map(|t| t.cpu).collect()),
+        };
+        create.push((n, per(med(&creates))));
+        delete.push((n, per(med(&deletes))));
+    }
+    report("image list (all images of a namespace)", &list, false);
+    report("content walk (namespaced, records only)", &walk, false);
+    report(
+        "GC pass (mark + sweep of records, fsync'd commit)",
+        &gc,
+        false,
     );
-    let (d, _) = time(|| {
-        for i in 0..ops {
-            images.delete(&format!("img-{i}")).unwrap();
-        }
-    });
-    println!(
-        "image delete: {ops} in {:.1} ms = {:.0}/s",
-        d.as_secs_f64() * 1e3,
-        ops as f64 / d.as_secs_f64()
+    report(
+        &format!("image create ({ops} fsync'd transactions into a database of n images)"),
+        &create,
+        true,
+    );
+    report(
+        &format!("image delete ({ops} fsync'd transactions from a database of n images)"),
+        &delete,
+        true,
     );
 }
