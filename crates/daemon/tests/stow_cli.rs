@@ -316,7 +316,10 @@ fn stow_snapshots_content_and_containers_as_ctr_sees_them() {
         &d,
         &["snapshots", "view", "--mounts", "s-view", "s-base"],
     ));
-    assert!(!view.as_array().unwrap().is_empty(), "{view}");
+    assert!(
+        view[0]["Type"].is_string() && view[0]["Options"].is_array(),
+        "{view}"
+    );
     let ls = words(&d.ok(&["snapshots", "ls"]));
     for row in [
         "s-base Committed",

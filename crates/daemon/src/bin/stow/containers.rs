@@ -19,6 +19,7 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 /// The runtime ctr records by default.
 const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
 
+/// The `containers` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List containers.
@@ -85,6 +86,7 @@ fn container_json(c: &Container) -> Value {
            "UpdatedAt": rfc3339_nano(system_time(c.updated_at.as_ref()))})
 }
 
+/// Runs one `containers` verb.
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let mut c = svc!(ctx, containers_client::ContainersClient<_>);
     match cmd {

@@ -16,6 +16,7 @@ use crate::output::{
 };
 use crate::{blocking, rpc, Ctx};
 
+/// The `content` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List blobs.
@@ -49,6 +50,7 @@ pub enum Cmd {
     },
 }
 
+/// Runs one `content` verb.
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let mut c = svc!(ctx, content_client::ContentClient<_>);
     match cmd {

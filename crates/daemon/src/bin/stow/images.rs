@@ -24,6 +24,7 @@ use stowage_snapshots_storage::mount::{mount_all, unmount_all};
 use crate::output::{bytes_binary, labels_cell, ListArgs, Table};
 use crate::{blocking, rpc, Ctx};
 
+/// The `images` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List images.
@@ -79,6 +80,7 @@ pub enum Cmd {
     },
 }
 
+/// Runs one `images` verb.
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let mut c = svc!(ctx, images_client::ImagesClient<_>);
     match cmd {
@@ -559,7 +561,7 @@ async fn mount(
 }
 
 /// True when `e` carries a core error of kind `kind`.
-pub fn is_kind(e: &anyhow::Error, kind: ErrorKind) -> bool {
+fn is_kind(e: &anyhow::Error, kind: ErrorKind) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<stowage_core_types::Error>()
             .is_some_and(|x| x.is(kind))

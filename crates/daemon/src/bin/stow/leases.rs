@@ -13,6 +13,7 @@ use crate::{rpc, Ctx};
 /// The label whose RFC 3339 time lets the collector drop a lease.
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 
+/// The `leases` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List leases.
@@ -84,6 +85,7 @@ pub async fn create(
     .unwrap_or_default())
 }
 
+/// Runs one `leases` verb.
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let mut c = svc!(ctx, leases_client::LeasesClient<_>);
     match cmd {

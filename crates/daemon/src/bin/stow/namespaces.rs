@@ -8,6 +8,7 @@ use stowage_daemon::api::containerd::services::namespaces::v1::*;
 use crate::output::{label_args, label_update, labels_cell, Table};
 use crate::{rpc, Ctx};
 
+/// The `namespaces` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List namespaces.
@@ -26,6 +27,7 @@ pub enum Cmd {
     Rm { names: Vec<String> },
 }
 
+/// Runs one `namespaces` verb.
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let mut c = svc!(ctx, namespaces_client::NamespacesClient<_>);
     match cmd {

@@ -117,6 +117,18 @@ pub fn label_update(args: &[String]) -> Option<(HashMap<String, String>, prost_t
     Some((set, prost_types::FieldMask { paths }))
 }
 
+/// Prints `v` as ctr's `PrintAsJSON` does (indented by four spaces), for the verbs whose JSON
+/// ctr itself prints (`snapshots info`, `--mounts`).
+pub fn print_json_ctr(v: &Value) {
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    match serde::Serialize::serialize(v, &mut ser) {
+        Ok(()) => println!("{}", String::from_utf8_lossy(&buf)),
+        Err(_) => println!("{v}"),
+    }
+}
+
 /// Parses ctr's `key=value` label arguments: a bare `key` means `key=true`, and `key=` (empty
 /// value) asks for the label to be removed.
 pub fn label_args(labels: &[String]) -> HashMap<String, String> {

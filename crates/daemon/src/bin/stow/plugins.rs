@@ -8,6 +8,7 @@ use stowage_daemon::api::containerd::services::{introspection::v1 as intro, vers
 use crate::output::{ListArgs, Table};
 use crate::{rpc, Ctx};
 
+/// The `plugins` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List plugins.
@@ -15,6 +16,7 @@ pub enum Cmd {
     Ls(ListArgs),
 }
 
+/// Runs one `plugins` verb.
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let Cmd::Ls(ListArgs { quiet, filters }) = cmd;
     let mut c = svc!(ctx, intro::introspection_client::IntrospectionClient<_>);
@@ -60,6 +62,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     Ok(())
 }
 
+/// Prints the client's and the daemon's versions (and the daemon's UUID).
 pub async fn version(ctx: &Ctx) -> Result<()> {
     let mut v = svc!(ctx, ver::version_client::VersionClient<_>);
     let r = v

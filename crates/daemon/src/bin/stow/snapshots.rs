@@ -11,8 +11,8 @@ use stowage_daemon::api::containerd::types::Mount;
 use tokio_stream::StreamExt;
 
 use crate::output::{
-    bytes_binary, label_update, labels_joined, print_json, rfc3339, rfc3339_nano, system_time,
-    ListArgs, Table,
+    bytes_binary, label_update, labels_joined, print_json, print_json_ctr, rfc3339, rfc3339_nano,
+    system_time, ListArgs, Table,
 };
 use crate::{rpc, Ctx};
 
@@ -23,6 +23,7 @@ pub const DEFAULT: &str = "overlayfs";
 /// snapshots it prepares and commits.
 const GC_ROOT: &str = "containerd.io/gc.root";
 
+/// The `snapshots` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// List snapshots.
@@ -40,27 +41,9 @@ pub enum Cmd {
         keys: Vec<String>,
     },
     /// Create an active snapshot `key` on committed `parent` (none for an empty one).
-    Prepare {
-        /// Print the mount commands for this target path.
-        #[arg(short, long)]
-        target: Option<String>,
-        /// Print the snapshot's mounts as JSON.
-        #[arg(long)]
-        mounts: bool,
-        key: String,
-        parent: Option<String>,
-    },
+    Prepare(NewSnapshot),
     /// Create a read-only view `key` of committed `parent`.
-    View {
-        /// Print the mount commands for this target path.
-        #[arg(short, long)]
-        target: Option<String>,
-        /// Print the snapshot's mounts as JSON.
-        #[arg(long)]
-        mounts: bool,
-        key: String,
-        parent: Option<String>,
-    },
+    View(NewSnapshot),
     /// The mount commands of snapshot `key` on `target` (JSON with --format json).
     #[command(alias = "m", alias = "mount")]
     Mounts { target: String, key: String },
@@ -71,6 +54,19 @@ pub enum Cmd {
     Rm { keys: Vec<String> },
     /// Set (`k=v`) or remove (`k=`) labels of a snapshot; prints the labels left.
     Label { key: String, labels: Vec<String> },
+}
+
+/// The arguments of `prepare` and `view`.
+#[derive(Debug, clap::Args)]
+pub struct NewSnapshot {
+    /// Print the mount commands for this target path.
+    #[arg(short, long)]
+    target: Option<String>,
+    /// Print the snapshot's mounts as JSON.
+    #[arg(long)]
+    mounts: bool,
+    key: String,
+    parent: Option<String>,
 }
 
 fn kind(k: i32) -> &'static str {
@@ -117,7 +113,7 @@ fn print_mounts(ctx: &Ctx, target: Option<&str>, ms: &[Mount]) {
 fn mounts_json(ms: &[Mount]) -> Value {
     Value::Array(
         ms.iter()
-            .map(|m| json!({"type": m.r#type, "source": m.source, "options": m.options}))
+            .map(|m| json!({"Type": m.r#type, "Source": m.source, "Options": m.options}))
             .collect(),
     )
 }
@@ -208,6 +204,7 @@ fn tree_lines(infos: &[Info]) -> Vec<String> {
     out
 }
 
+/// Runs one `snapshots` verb.
 pub async fn run(ctx: &Ctx, sn: &str, cmd: Cmd) -> Result<()> {
     let mut c = svc!(ctx, snapshots_client::SnapshotsClient<_>);
     let snapshotter = sn.to_string();
@@ -232,12 +229,7 @@ pub async fn run(ctx: &Ctx, sn: &str, cmd: Cmd) -> Result<()> {
         }
         Cmd::Info { key } => {
             let i = stat(ctx, sn, &key).await?;
-            // ctr indents its JSON by four spaces.
-            let mut buf = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            serde::Serialize::serialize(&info_json(&i), &mut ser).context("encoding the info")?;
-            println!("{}", String::from_utf8_lossy(&buf));
+            print_json_ctr(&info_json(&i));
         }
         Cmd::Usage { bytes, keys } => {
             let keys = if keys.is_empty() {
@@ -272,45 +264,35 @@ pub async fn run(ctx: &Ctx, sn: &str, cmd: Cmd) -> Result<()> {
             }
             t.print(ctx.format, false);
         }
-        Cmd::Prepare {
-            target,
-            mounts,
-            key,
-            parent,
-        } => {
+        Cmd::Prepare(n) => {
             let ms = c
                 .prepare(PrepareSnapshotRequest {
                     snapshotter,
-                    key: key.clone(),
-                    parent: parent.unwrap_or_default(),
+                    key: n.key.clone(),
+                    parent: n.parent.clone().unwrap_or_default(),
                     labels: gc_root(),
                 })
                 .await
                 .map_err(rpc)
-                .with_context(|| format!("preparing snapshot {key}"))?
+                .with_context(|| format!("preparing snapshot {}", n.key))?
                 .into_inner()
                 .mounts;
-            print_prepared(ctx, target.as_deref(), mounts, &ms);
+            print_prepared(ctx, &n, &ms);
         }
-        Cmd::View {
-            target,
-            mounts,
-            key,
-            parent,
-        } => {
+        Cmd::View(n) => {
             let ms = c
                 .view(ViewSnapshotRequest {
                     snapshotter,
-                    key: key.clone(),
-                    parent: parent.unwrap_or_default(),
+                    key: n.key.clone(),
+                    parent: n.parent.clone().unwrap_or_default(),
                     labels: HashMap::new(),
                 })
                 .await
                 .map_err(rpc)
-                .with_context(|| format!("creating view {key}"))?
+                .with_context(|| format!("creating view {}", n.key))?
                 .into_inner()
                 .mounts;
-            print_prepared(ctx, target.as_deref(), mounts, &ms);
+            print_prepared(ctx, &n, &ms);
         }
         Cmd::Mounts { target, key } => {
             let ms = c
@@ -385,14 +367,14 @@ pub async fn run(ctx: &Ctx, sn: &str, cmd: Cmd) -> Result<()> {
 
 /// What `prepare` and `view` print: mount commands for `--target`, JSON mounts for `--mounts`
 /// (or `--format json`), nothing otherwise.
-fn print_prepared(ctx: &Ctx, target: Option<&str>, json_mounts: bool, ms: &[Mount]) {
-    if ctx.json() || json_mounts {
-        if target.is_some() && !ctx.json() {
-            print_mounts(ctx, target, ms);
-        }
+fn print_prepared(ctx: &Ctx, n: &NewSnapshot, ms: &[Mount]) {
+    if ctx.json() {
         print_json(&mounts_json(ms));
-    } else {
-        print_mounts(ctx, target, ms);
+        return;
+    }
+    print_mounts(ctx, n.target.as_deref(), ms);
+    if n.mounts {
+        print_json_ctr(&mounts_json(ms));
     }
 }
 
