@@ -399,6 +399,23 @@ fn stow_snapshots_content_and_containers_as_ctr_sees_them() {
         d.ok(&["leases", "ls", "-q"]).trim().is_empty(),
         "the create's lease must end"
     );
+    assert_eq!(
+        stow(&d, &["containers", "label", "c1", "k=", "team=x"]).trim(),
+        "team=x"
+    );
+    assert_eq!(
+        json(&d.ok(&["containers", "info", "c1"]))["Labels"],
+        serde_json::json!({"team": "x"})
+    );
+    let img_labels = stow(&d, &["images", "label", &f.reference, "a=1", "b=2"]);
+    assert_eq!(img_labels.trim(), "a=1,b=2");
+    assert!(words(&d.ok(&["images", "ls"]))
+        .iter()
+        .any(|l| l.starts_with(&f.reference) && l.ends_with(" a=1,b=2")));
+    assert_eq!(
+        stow(&d, &["images", "label", "-r", &f.reference, "c=3"]).trim(),
+        "c=3"
+    );
     stow(&d, &["containers", "rm", "c1"]);
     assert!(d.ok(&["containers", "ls", "-q"]).trim().is_empty());
     assert!(!d.ok(&["snapshots", "ls"]).contains("c1 "));

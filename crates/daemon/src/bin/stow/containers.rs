@@ -1,4 +1,4 @@
-//! `containers ls|info|create|rm`: container records (stowage stores them; it runs nothing).
+//! `containers ls|info|create|label|rm`: container records (stowage stores them; it runs nothing).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,7 +11,9 @@ use stowage_daemon::api::containerd::services::containers::v1::*;
 use stowage_daemon::api::containerd::services::leases::v1 as leases_pb;
 use stowage_daemon::api::containerd::services::snapshots::v1 as snapshots_pb;
 
-use crate::output::{label_args, print_json, rfc3339_nano, system_time, ListArgs, Table};
+use crate::output::{
+    label_args, label_update, labels_joined, print_json, rfc3339_nano, system_time, ListArgs, Table,
+};
 use crate::{blocking, rpc, Ctx};
 
 /// The type URL containerd gives an OCI runtime spec (the value is the spec's JSON).
@@ -35,6 +37,8 @@ pub enum Cmd {
     /// Record a container: with --image, the image is unpacked if needed and an active
     /// snapshot on it is prepared for the container's root filesystem.
     Create(CreateArgs),
+    /// Set (`k=v`) or remove (`k=`) labels of a container; prints the labels it has then.
+    Label { id: String, labels: Vec<String> },
     /// Remove containers and (unless --keep-snapshot) their snapshots.
     #[command(alias = "remove", alias = "delete", alias = "del")]
     Rm {
@@ -119,6 +123,27 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             });
         }
         Cmd::Create(args) => create(ctx, args).await?,
+        Cmd::Label { id, labels } => {
+            let x = match label_update(&labels) {
+                None => get(ctx, &id).await?,
+                Some((labels, mask)) => c
+                    .update(UpdateContainerRequest {
+                        container: Some(Container {
+                            id: id.clone(),
+                            labels,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(mask),
+                    })
+                    .await
+                    .map_err(rpc)
+                    .with_context(|| format!("labelling container {id}"))?
+                    .into_inner()
+                    .container
+                    .unwrap_or_default(),
+            };
+            println!("{}", labels_joined(&x.labels));
+        }
         Cmd::Rm { keep_snapshot, ids } => {
             for id in ids {
                 let x = get(ctx, &id).await?;

@@ -1,4 +1,4 @@
-//! `images ls|rm|tag|check|mount|unmount`, and the client-side unpack that `mount` and
+//! `images ls|rm|tag|label|check|mount|unmount`, and the client-side unpack that `mount` and
 //! `containers create` share.
 
 use std::collections::{BTreeSet, HashMap};
@@ -21,7 +21,7 @@ use stowage_digest_identity::chain_id;
 use stowage_images::{read_config, read_index, read_manifest, resolve_manifest};
 use stowage_snapshots_storage::mount::{mount_all, unmount_all};
 
-use crate::output::{bytes_binary, labels_cell, ListArgs, Table};
+use crate::output::{bytes_binary, label_update, labels_cell, labels_joined, ListArgs, Table};
 use crate::{blocking, rpc, Ctx};
 
 /// The `images` verbs.
@@ -40,6 +40,14 @@ pub enum Cmd {
     },
     /// Give an image another name.
     Tag { source: String, target: String },
+    /// Set (`k=v`) or remove (`k=`) labels of an image; prints the labels it has then.
+    Label {
+        /// Replace all labels with the ones given.
+        #[arg(short, long)]
+        replace_all: bool,
+        name: String,
+        labels: Vec<String>,
+    },
     /// Whether each image's content (for this host's platform) is all present, and unpacked.
     Check {
         /// Print only the references of complete images.
@@ -151,6 +159,35 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                 .map_err(rpc)
                 .with_context(|| format!("tagging {source} as {target}"))?;
             println!("{target}");
+        }
+        Cmd::Label {
+            replace_all,
+            name,
+            labels,
+        } => {
+            let img = match label_update(&labels) {
+                None => get(ctx, &name).await?,
+                Some((labels, mut mask)) => {
+                    if replace_all {
+                        mask.paths = vec!["labels".into()];
+                    }
+                    c.update(UpdateImageRequest {
+                        image: Some(Image {
+                            name: name.clone(),
+                            labels,
+                            ..Default::default()
+                        }),
+                        update_mask: Some(mask),
+                    })
+                    .await
+                    .map_err(rpc)
+                    .with_context(|| format!("labelling image {name}"))?
+                    .into_inner()
+                    .image
+                    .unwrap_or_default()
+                }
+            };
+            println!("{}", labels_joined(&img.labels));
         }
         Cmd::Check {
             quiet,
