@@ -8,7 +8,6 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use stowage_core_types::platform::Matcher;
 use stowage_daemon::api::containerd::services::containers::v1::*;
-use stowage_daemon::api::containerd::services::leases::v1 as leases_pb;
 use stowage_daemon::api::containerd::services::snapshots::v1 as snapshots_pb;
 
 use crate::output::{
@@ -285,10 +284,10 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Ends the create's lease; a failure to do so leaves a lease that expires on its own.
 async fn end_lease(ctx: &Ctx, lease: Option<String>) {
     if let Some(id) = lease {
-        let mut l = svc!(ctx, leases_pb::leases_client::LeasesClient<_>);
-        let _ = l.delete(leases_pb::DeleteRequest { id, sync: false }).await;
+        let _ = crate::leases::remove(ctx, &id).await;
     }
 }
 

@@ -14,6 +14,7 @@ use stowage_core_types::platform::{Matcher, Platform};
 use stowage_core_types::snapshot::Snapshotter;
 use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
 use stowage_daemon::api::containerd::services::images::v1::*;
+use stowage_daemon::api::containerd::services::snapshots::v1 as snapshots_pb;
 use stowage_daemon::convert::descriptor;
 use stowage_daemon::remote::content::RemoteContentStore;
 use stowage_daemon::remote::snapshots::RemoteSnapshotter;
@@ -223,25 +224,10 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             .await?;
             if rm {
                 let key = key_of(&target)?;
-                let mut l = svc!(
-                    ctx,
-                    stowage_daemon::api::containerd::services::leases::v1::leases_client::LeasesClient<_>
-                );
-                let gone = l
-                    .delete(
-                        stowage_daemon::api::containerd::services::leases::v1::DeleteRequest {
-                            id: key.clone(),
-                            sync: false,
-                        },
-                    )
-                    .await;
-                ignore_not_found(gone).with_context(|| format!("removing lease {key}"))?;
-                let mut s = svc!(
-                    ctx,
-                    stowage_daemon::api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient<_>
-                );
+                crate::leases::remove(ctx, &key).await?;
+                let mut s = svc!(ctx, snapshots_pb::snapshots_client::SnapshotsClient<_>);
                 let gone = s
-                    .remove(stowage_daemon::api::containerd::services::snapshots::v1::RemoveSnapshotRequest {
+                    .remove(snapshots_pb::RemoveSnapshotRequest {
                         snapshotter,
                         key: key.clone(),
                     })
@@ -427,12 +413,8 @@ async fn check(ctx: &Ctx, quiet: bool, sn: String, filters: Vec<String>) -> Resu
         Ok(images
             .into_iter()
             .map(|i| {
-                let t = target(&i);
-                let checked = t
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("{e:#}"))
-                    .and_then(|t| check_content(&store, t));
-                let unpacked = t.map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|t| {
+                let checked = target(&i).and_then(|t| check_content(&store, &t));
+                let unpacked = target(&i).and_then(|t| {
                     let id = image_chain_id(&store, &t, &Matcher::host())?;
                     match snap.stat(id.as_str()) {
                         Ok(_) => Ok(true),
@@ -581,18 +563,8 @@ async fn mount(
     };
     let r = mount_under_lease(ctx, sn, rw, matcher, reference, target, &key).await;
     if r.is_err() && created {
-        let mut l = svc!(
-            ctx,
-            stowage_daemon::api::containerd::services::leases::v1::leases_client::LeasesClient<_>
-        );
-        let _ = l
-            .delete(
-                stowage_daemon::api::containerd::services::leases::v1::DeleteRequest {
-                    id: key,
-                    sync: false,
-                },
-            )
-            .await;
+        // The error that matters is the mount's; a lease left behind expires anyway.
+        let _ = crate::leases::remove(ctx, &key).await;
     }
     r
 }

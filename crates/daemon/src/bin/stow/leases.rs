@@ -85,6 +85,23 @@ pub async fn create(
     .unwrap_or_default())
 }
 
+/// Removes lease `id`; one already gone is fine.
+pub async fn remove(ctx: &Ctx, id: &str) -> Result<()> {
+    let mut c = svc!(ctx, leases_client::LeasesClient<_>);
+    match c
+        .delete(DeleteRequest {
+            id: id.to_string(),
+            sync: false,
+        })
+        .await
+    {
+        Err(st) if st.code() != tonic::Code::NotFound => {
+            Err(rpc(st)).with_context(|| format!("removing lease {id}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs one `leases` verb.
 pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let mut c = svc!(ctx, leases_client::LeasesClient<_>);
