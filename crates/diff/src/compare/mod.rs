@@ -26,6 +26,14 @@
 //!   xattr-only change survives the round trip.
 //! - containerd never reports a directory whose only change is its modification time; here
 //!   such a directory is written, so the applied tree keeps the upper tree's time.
+//! - containerd 1.6's comparer writes only `application/vnd.oci.image.layer.v1.tar` and
+//!   `…tar+gzip`; zstd and the Docker layer types are written here too.
+//! - When the layer blob already exists, containerd only adds a missing
+//!   `containerd.io/uncompressed` label; here the caller's labels are set on it as well, so
+//!   the blob carries what was asked for whether or not this compare created it.
+//!
+//! The differ conformance suite is also run against containerd 1.6 itself (stowage-daemon's
+//! `diff_conformance` test): it fails exactly the cases these departures touch.
 
 pub(crate) mod fsmeta;
 mod header;
