@@ -1,16 +1,36 @@
-//! The `stow` CLI against stowaged, cross-checked with what `ctr` sees.
+//! The `stow` CLI against stowaged, cross-checked with what `ctr` sees; and against
+//! containerd itself, which speaks the same API.
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{require_ctr, tree, Stowaged};
+use stowage_tests::containerd::Containerd;
 
-fn stow_run(d: &Stowaged, args: &[&str], stdin: &[u8]) -> std::process::Output {
+/// A daemon stow can be pointed at.
+trait Socket {
+    fn socket(&self) -> &Path;
+}
+
+impl Socket for Stowaged {
+    fn socket(&self) -> &Path {
+        &self.address
+    }
+}
+
+impl Socket for Containerd {
+    fn socket(&self) -> &Path {
+        &self.address
+    }
+}
+
+fn stow_run(d: &impl Socket, args: &[&str], stdin: &[u8]) -> std::process::Output {
     use std::io::Write as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_stow"))
         .arg("--address")
-        .arg(&d.address)
+        .arg(d.socket())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -21,7 +41,7 @@ fn stow_run(d: &Stowaged, args: &[&str], stdin: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-fn stow_in(d: &Stowaged, args: &[&str], stdin: &[u8]) -> String {
+fn stow_in(d: &impl Socket, args: &[&str], stdin: &[u8]) -> String {
     let out = stow_run(d, args, stdin);
     assert!(
         out.status.success(),
@@ -32,11 +52,11 @@ fn stow_in(d: &Stowaged, args: &[&str], stdin: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stow(d: &Stowaged, args: &[&str]) -> String {
+fn stow(d: &impl Socket, args: &[&str]) -> String {
     stow_in(d, args, b"")
 }
 
-fn stow_fails(d: &Stowaged, args: &[&str]) -> String {
+fn stow_fails(d: &impl Socket, args: &[&str]) -> String {
     let out = stow_run(d, args, b"");
     assert!(!out.status.success(), "stow {} succeeded", args.join(" "));
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -519,4 +539,50 @@ fn stow_events_sees_what_ctr_does() {
         c.kill().unwrap();
         c.wait().unwrap();
     }
+}
+
+#[test]
+fn stow_speaks_to_containerd_as_ctr_does() {
+    if !require_ctr(true) {
+        return;
+    }
+    let fixtures = common::fixtures();
+    let f = &fixtures[1];
+    let dir = tempfile::tempdir().unwrap();
+    let c = Containerd::start(&dir.path().join("root"), dir.path()).unwrap();
+    let ctr = |a: &[&str]| {
+        c.ctr(a)
+            .unwrap_or_else(|e| panic!("containerd: {e}\n{}", c.log()))
+    };
+    let archive = f.archive.to_str().unwrap();
+    ctr(&["images", "import", "--no-unpack", archive]);
+    ctr(&["-n", "other", "images", "import", "--no-unpack", archive]);
+    assert_eq!(
+        words(&stow(&c, &["images", "ls"])),
+        words(&ctr(&["images", "ls"]))
+    );
+
+    // stow's client-side unpack into containerd's overlayfs gives the tree containerd's own
+    // unpack gives (in another namespace, so nothing is shared).
+    let (ta, tb) = (dir.path().join("stow-mnt"), dir.path().join("ctr-mnt"));
+    std::fs::create_dir_all(&ta).unwrap();
+    std::fs::create_dir_all(&tb).unwrap();
+    let (a, b) = (ta.to_str().unwrap(), tb.to_str().unwrap());
+    stow(&c, &["images", "mount", &f.reference, a]);
+    ctr(&["-n", "other", "images", "mount", &f.reference, b]);
+    let listing = tree(&ta);
+    assert!(!listing.is_empty());
+    assert_eq!(listing, tree(&tb));
+    assert_eq!(
+        words(&stow(&c, &["images", "check"])),
+        words(&ctr(&["images", "check"]))
+    );
+    assert_eq!(
+        stow(&c, &["snapshots", "tree"]),
+        ctr(&["snapshots", "tree"])
+    );
+    stow(&c, &["images", "unmount", "--rm", a]);
+    ctr(&["-n", "other", "images", "unmount", "--rm", b]);
+    assert!(!ctr(&["snapshots", "ls"]).contains(a));
+    assert!(ctr(&["leases", "ls", "-q"]).trim().is_empty());
 }
