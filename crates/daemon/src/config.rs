@@ -15,7 +15,19 @@
 //!   mutation_threshold = 100
 //!   schedule_delay = "0s"
 //!   startup_delay = "100ms"
+//! [plugins."io.containerd.snapshotter.v1.overlayfs"]
+//!   root_path = "/data/overlayfs"
+//!   upperdir_label = true
+//! [plugins."io.containerd.snapshotter.v1.native"]
+//!   root_path = "/data/native"
+//! [plugins."io.containerd.metadata.v1.bolt"]
+//!   content_sharing_policy = "shared"
 //! ```
+//!
+//! As in containerd, a key a plugin table does not know is ignored (it is reported in
+//! [`Config::warnings`] so the daemon can log it), while a known key of the wrong type fails
+//! the load. Tables of plugins stowage does not have (the CRI plugin, `opt`, ...) are
+//! accepted and ignored, so one config.toml serves both daemons.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +46,39 @@ pub const DEFAULT_ADDRESS: &str = "/run/stowage/stowaged.sock";
 
 /// The plugin table key of the GC scheduler's knobs.
 pub const GC_PLUGIN: &str = "io.containerd.gc.v1.scheduler";
+/// The plugin table key of the overlayfs snapshotter.
+pub const OVERLAY_PLUGIN: &str = "io.containerd.snapshotter.v1.overlayfs";
+/// The plugin table key of the native snapshotter.
+pub const NATIVE_PLUGIN: &str = "io.containerd.snapshotter.v1.native";
+/// The plugin table key of the metadata store.
+pub const BOLT_PLUGIN: &str = "io.containerd.metadata.v1.bolt";
+
+/// The overlayfs snapshotter's options (containerd 1.6's `overlay/plugin.Config`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OverlayConfig {
+    /// `root_path`: the snapshotter's root instead of `<root>/io.containerd.snapshotter.v1.overlayfs`.
+    pub root_path: Option<PathBuf>,
+    /// `upperdir_label`: stat, update and walk add `containerd.io/snapshot/overlay.upperdir`.
+    pub upperdir_label: bool,
+    /// `sync_remove` (containerd 1.7; 1.6 does not know it). Removal here is always
+    /// synchronous, which is what `true` asks for; `false` only permits deferring it.
+    pub sync_remove: Option<bool>,
+}
+
+/// The native snapshotter's options (containerd 1.6's `native/plugin.Config`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NativeConfig {
+    /// `root_path`: the snapshotter's root instead of `<root>/io.containerd.snapshotter.v1.native`.
+    pub root_path: Option<PathBuf>,
+}
+
+/// How content is shared between namespaces (the bolt plugin's `content_sharing_policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SharingPolicy {
+    /// A blob stored in one namespace can be added to another by its digest alone.
+    #[default]
+    Shared,
+}
 
 /// The daemon's effective configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +97,14 @@ pub struct Config {
     pub gc: GcConfig,
     /// `tracing` filter (`info`, `debug`, ...).
     pub log_level: String,
+    /// The overlayfs snapshotter's options.
+    pub overlay: OverlayConfig,
+    /// The native snapshotter's options.
+    pub native: NativeConfig,
+    /// The metadata store's content sharing policy.
+    pub sharing_policy: SharingPolicy,
+    /// Keys of plugin tables that were ignored because the plugin does not know them.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -64,6 +117,10 @@ impl Default for Config {
             gid: 0,
             gc: GcConfig::default(),
             log_level: "info".into(),
+            overlay: OverlayConfig::default(),
+            native: NativeConfig::default(),
+            sharing_policy: SharingPolicy::Shared,
+            warnings: Vec::new(),
         }
     }
 }
@@ -125,13 +182,76 @@ struct Debug {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct GcFile {
     pause_threshold: Option<f64>,
     deletion_threshold: Option<usize>,
     mutation_threshold: Option<usize>,
     schedule_delay: Option<String>,
     startup_delay: Option<String>,
+}
+
+const GC_KEYS: &[&str] = &[
+    "pause_threshold",
+    "deletion_threshold",
+    "mutation_threshold",
+    "schedule_delay",
+    "startup_delay",
+];
+
+#[derive(Debug, Default, Deserialize)]
+struct OverlayFile {
+    root_path: Option<String>,
+    upperdir_label: Option<bool>,
+    sync_remove: Option<bool>,
+}
+
+const OVERLAY_KEYS: &[&str] = &["root_path", "upperdir_label", "sync_remove"];
+
+#[derive(Debug, Default, Deserialize)]
+struct NativeFile {
+    root_path: Option<String>,
+}
+
+const NATIVE_KEYS: &[&str] = &["root_path"];
+
+#[derive(Debug, Default, Deserialize)]
+struct BoltFile {
+    content_sharing_policy: Option<String>,
+}
+
+const BOLT_KEYS: &[&str] = &["content_sharing_policy"];
+
+/// Decodes the table of plugin `name`, if present, into `T`, noting keys outside `known` in
+/// `warnings` (containerd's decoder ignores them).
+fn plugin_table<T: serde::de::DeserializeOwned>(
+    plugins: &BTreeMap<String, toml::Value>,
+    name: &str,
+    known: &[&str],
+    warnings: &mut Vec<String>,
+) -> Result<Option<T>> {
+    let Some(v) = plugins.get(name) else {
+        return Ok(None);
+    };
+    let toml::Value::Table(t) = v else {
+        return Err(Error::invalid_argument(format!(
+            "config: [plugins.\"{name}\"] must be a table"
+        )));
+    };
+    for k in t.keys().filter(|k| !known.contains(&k.as_str())) {
+        warnings.push(format!(
+            "[plugins.\"{name}\"]: unknown key {k:?} ignored (known: {})",
+            known.join(", ")
+        ));
+    }
+    v.clone()
+        .try_into()
+        .map(Some)
+        .map_err(|e| Error::invalid_argument(format!("config: [plugins.\"{name}\"]: {e}")))
+}
+
+/// A `root_path` as containerd takes it: empty means unset.
+fn root_path(v: Option<String>) -> Option<PathBuf> {
+    v.filter(|s| !s.is_empty()).map(PathBuf::from)
 }
 
 /// Parses a Go-style duration (`"100ms"`, `"1s"`, `"2m"`, `"0s"`, `"1.5s"`).
@@ -190,10 +310,17 @@ impl Config {
         if let Some(l) = file.debug.level {
             c.log_level = l;
         }
-        if let Some(gc) = file.plugins.get(GC_PLUGIN) {
-            let gc: GcFile = gc.clone().try_into().map_err(|e| {
-                Error::invalid_argument(format!("config: [plugins.\"{GC_PLUGIN}\"]: {e}"))
-            })?;
+        // containerd refuses plugin keys that are not URIs of at least four parts.
+        for k in file.plugins.keys() {
+            if k.split('.').count() < 4 {
+                return Err(Error::invalid_argument(format!(
+                    "config: invalid plugin key URI {k:?} expect io.containerd.x.vx"
+                )));
+            }
+        }
+        let mut warnings = Vec::new();
+        if let Some(gc) = plugin_table::<GcFile>(&file.plugins, GC_PLUGIN, GC_KEYS, &mut warnings)?
+        {
             if let Some(v) = gc.pause_threshold {
                 if !(v > 0.0 && v <= 0.5) {
                     return Err(Error::invalid_argument(format!(
@@ -215,6 +342,42 @@ impl Config {
                 c.gc.startup_delay = parse_duration(&v)?;
             }
         }
+        if let Some(o) =
+            plugin_table::<OverlayFile>(&file.plugins, OVERLAY_PLUGIN, OVERLAY_KEYS, &mut warnings)?
+        {
+            c.overlay = OverlayConfig {
+                root_path: root_path(o.root_path),
+                upperdir_label: o.upperdir_label.unwrap_or(false),
+                sync_remove: o.sync_remove,
+            };
+        }
+        if let Some(n) =
+            plugin_table::<NativeFile>(&file.plugins, NATIVE_PLUGIN, NATIVE_KEYS, &mut warnings)?
+        {
+            c.native.root_path = root_path(n.root_path);
+        }
+        if let Some(b) =
+            plugin_table::<BoltFile>(&file.plugins, BOLT_PLUGIN, BOLT_KEYS, &mut warnings)?
+        {
+            c.sharing_policy = match b.content_sharing_policy.as_deref() {
+                // containerd keeps its default for an empty policy.
+                None | Some("") | Some("shared") => SharingPolicy::Shared,
+                // Serving "shared" instead would let any namespace read a blob by its digest
+                // alone, which is what the operator asked to prevent: refuse to start.
+                Some("isolated") => {
+                    return Err(Error::not_implemented(format!(
+                        "config: [plugins.\"{BOLT_PLUGIN}\"] content_sharing_policy \"isolated\" \
+                         is not supported by stowage yet; use \"shared\""
+                    )))
+                }
+                Some(p) => {
+                    return Err(Error::invalid_argument(format!(
+                        "config: [plugins.\"{BOLT_PLUGIN}\"]: unknown policy: {p}"
+                    )))
+                }
+            };
+        }
+        c.warnings = warnings;
         Ok(c)
     }
 
@@ -291,6 +454,101 @@ oom_score = 0
             .unwrap_err();
         assert!(e.message().contains("pause_threshold"), "{e}");
         assert!(parse_duration("5 parsecs").is_err());
+        let e = Config::parse("[plugins.\"io.containerd.gc\"]\nx = 1").unwrap_err();
+        assert!(e.message().contains("invalid plugin key URI"), "{e}");
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn snapshotter_and_metadata_options() {
+        let c = Config::parse(
+            r#"
+version = 2
+[plugins."io.containerd.snapshotter.v1.overlayfs"]
+  root_path = "/data/ovl"
+  upperdir_label = true
+  sync_remove = true
+[plugins."io.containerd.snapshotter.v1.native"]
+  root_path = "/data/native"
+[plugins."io.containerd.metadata.v1.bolt"]
+  content_sharing_policy = "shared"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.overlay,
+            OverlayConfig {
+                root_path: Some("/data/ovl".into()),
+                upperdir_label: true,
+                sync_remove: Some(true),
+            }
+        );
+        assert_eq!(c.native.root_path, Some(PathBuf::from("/data/native")));
+        assert_eq!(c.sharing_policy, SharingPolicy::Shared);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        // Absent tables and an empty root_path keep the defaults, as in containerd.
+        let c = Config::parse(
+            "[plugins.\"io.containerd.snapshotter.v1.native\"]\nroot_path = \"\"\n\
+             [plugins.\"io.containerd.metadata.v1.bolt\"]\ncontent_sharing_policy = \"\"",
+        )
+        .unwrap();
+        assert_eq!(c.native.root_path, None);
+        assert_eq!(c.overlay, OverlayConfig::default());
+        assert_eq!(c.sharing_policy, SharingPolicy::Shared);
+    }
+
+    #[test]
+    fn plugin_tables_ignore_unknown_keys_but_check_types() {
+        let c = Config::parse(
+            r#"
+[plugins."io.containerd.snapshotter.v1.overlayfs"]
+  upperdir_label = true
+  mount_options = ["nodev"]
+[plugins."io.containerd.gc.v1.scheduler"]
+  startup_delay = "1s"
+  future_knob = 3
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/opt/containerd"
+"#,
+        )
+        .unwrap();
+        assert!(c.overlay.upperdir_label);
+        assert_eq!(c.gc.startup_delay, Duration::from_secs(1));
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("future_knob"), "{:?}", c.warnings);
+        assert!(c.warnings[1].contains("mount_options"), "{:?}", c.warnings);
+
+        for bad in [
+            "[plugins.\"io.containerd.snapshotter.v1.overlayfs\"]\nupperdir_label = \"yes\"",
+            "[plugins.\"io.containerd.snapshotter.v1.native\"]\nroot_path = 7",
+            "[plugins.\"io.containerd.snapshotter.v1.overlayfs\"]\nsync_remove = 1",
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(
+                e.is(stowage_core_types::ErrorKind::InvalidArgument),
+                "{bad}: {e}"
+            );
+            assert!(e.message().contains("io.containerd.snapshotter.v1."), "{e}");
+        }
+    }
+
+    #[test]
+    fn sharing_policies() {
+        let policy = |p: &str| {
+            Config::parse(&format!(
+                "[plugins.\"io.containerd.metadata.v1.bolt\"]\ncontent_sharing_policy = \"{p}\""
+            ))
+        };
+        assert_eq!(
+            policy("shared").unwrap().sharing_policy,
+            SharingPolicy::Shared
+        );
+        let e = policy("isolated").unwrap_err();
+        assert!(e.is(stowage_core_types::ErrorKind::NotImplemented), "{e}");
+        assert!(e.message().contains("isolated"), "{e}");
+        let e = policy("open").unwrap_err();
+        assert!(e.is(stowage_core_types::ErrorKind::InvalidArgument), "{e}");
+        assert!(e.message().contains("unknown policy: open"), "{e}");
     }
 }

@@ -21,6 +21,8 @@ use crate::config::Config;
 use crate::events::Exchange;
 use crate::services;
 
+pub mod recovery;
+
 /// containerd's content plugin directory.
 pub const CONTENT_DIR: &str = "io.containerd.content.v1.content";
 /// containerd's overlayfs snapshotter directory.
@@ -47,6 +49,8 @@ pub struct State {
     pub state: PathBuf,
     /// Snapshotters that loaded, by name, and the error of those that did not.
     pub snapshotters: BTreeMap<String, std::result::Result<(), String>>,
+    /// Each snapshotter's root directory (`root_path` or its directory under the root).
+    pub snapshotter_roots: BTreeMap<String, PathBuf>,
     /// The garbage collection scheduler, stopped at shutdown.
     pub scheduler: std::sync::Mutex<Option<Scheduler>>,
 }
@@ -54,13 +58,10 @@ pub struct State {
 /// Fails with Unavailable when another process holds the lock of a database file under
 /// `root` (containerd and bbolt take an exclusive `flock`), so start-up refuses a root in use
 /// at once instead of waiting on it.
-fn check_root_free(root: &Path) -> Result<()> {
-    for rel in [
-        "io.containerd.metadata.v1.bolt/meta.db",
-        "io.containerd.snapshotter.v1.overlayfs/metadata.db",
-        "io.containerd.snapshotter.v1.native/metadata.db",
-    ] {
-        let path = root.join(rel);
+fn check_root_free(root: &Path, snapshotter_roots: &BTreeMap<String, PathBuf>) -> Result<()> {
+    let files = std::iter::once(root.join("io.containerd.metadata.v1.bolt/meta.db"))
+        .chain(snapshotter_roots.values().map(|r| r.join("metadata.db")));
+    for path in files {
         let Ok(f) = OpenOptions::new().read(true).open(&path) else {
             continue;
         };
@@ -113,28 +114,50 @@ impl State {
             .mode(0o711)
             .create(&cfg.state)
             .map_err(|e| Error::io(format!("create state {}", cfg.state.display()), e))?;
-        check_root_free(&cfg.root)?;
-        let content = Arc::new(LocalStore::open(cfg.root.join(CONTENT_DIR))?);
+        for w in &cfg.warnings {
+            tracing::warn!("config: {w}");
+        }
+        let overlay_root = cfg
+            .overlay
+            .root_path
+            .clone()
+            .unwrap_or_else(|| cfg.root.join(OVERLAY_DIR));
+        let native_root = cfg
+            .native
+            .root_path
+            .clone()
+            .unwrap_or_else(|| cfg.root.join(NATIVE_DIR));
+        let roots: BTreeMap<String, PathBuf> = [
+            ("overlayfs".to_string(), overlay_root.clone()),
+            ("native".to_string(), native_root.clone()),
+        ]
+        .into();
+        check_root_free(&cfg.root, &roots)?;
+        let content_root = cfg.root.join(CONTENT_DIR);
+        let content = Arc::new(LocalStore::open(&content_root)?);
         let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
         let mut loaded = BTreeMap::new();
-        match OverlaySnapshotter::new(cfg.root.join(OVERLAY_DIR)) {
-            Ok(s) => {
-                snapshotters.insert("overlayfs".into(), Arc::new(s));
-                loaded.insert("overlayfs".to_string(), Ok(()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "overlayfs snapshotter not loaded");
-                loaded.insert("overlayfs".to_string(), Err(e.to_string()));
-            }
-        }
-        match NativeSnapshotter::new(cfg.root.join(NATIVE_DIR)) {
-            Ok(s) => {
-                snapshotters.insert("native".into(), Arc::new(s));
-                loaded.insert("native".to_string(), Ok(()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "native snapshotter not loaded");
-                loaded.insert("native".to_string(), Err(e.to_string()));
+        let overlay = OverlaySnapshotter::with_options(
+            &overlay_root,
+            stowage_snapshots_overlay::Options {
+                upperdir_label: cfg.overlay.upperdir_label,
+            },
+        )
+        .map(|s| Arc::new(s) as Arc<dyn Snapshotter>);
+        let native =
+            NativeSnapshotter::new(&native_root).map(|s| Arc::new(s) as Arc<dyn Snapshotter>);
+        for (name, opened) in [("overlayfs", overlay), ("native", native)] {
+            match opened {
+                Ok(s) => {
+                    // Directories a crash left behind, before anything can create new ones.
+                    recovery::clean_snapshotter(name, s.as_ref());
+                    snapshotters.insert(name.into(), s);
+                    loaded.insert(name.to_string(), Ok(()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "{name} snapshotter not loaded");
+                    loaded.insert(name.to_string(), Err(e.to_string()));
+                }
             }
         }
         let db = Db::open(
@@ -147,6 +170,17 @@ impl State {
             },
         )
         .map_err(|e| e.context(format!("opening metadata under {}", cfg.root.display())))?;
+        // With meta.db locked no other daemon works on this root, and nothing is served yet.
+        let removed = recovery::clean_content(&content_root)
+            .map_err(|e| e.context("cleaning up the content store"))?;
+        if removed != recovery::Removed::default() {
+            tracing::info!(
+                temp_files = removed.temp_files,
+                dead_ingests = removed.dead_ingests,
+                "removed content left by an earlier crash"
+            );
+        }
+        recovery::remove_temp_beside(&cfg.root.join(UUID_FILE))?;
         let scheduler = Scheduler::start(&db, cfg.gc)?;
         Ok(State {
             db,
@@ -155,6 +189,7 @@ impl State {
             root: cfg.root.clone(),
             state: cfg.state.clone(),
             snapshotters: loaded,
+            snapshotter_roots: roots,
             scheduler: std::sync::Mutex::new(Some(scheduler)),
         })
     }

@@ -317,6 +317,13 @@ impl NamespacedSnapshotter {
     }
 }
 
+/// The labels a client sees: the backend's (such as overlayfs's upper directory label) with
+/// the namespace's own on top, as containerd merges them.
+fn overlay_labels(mut backend: Labels, local: Labels) -> Labels {
+    backend.extend(local);
+    backend
+}
+
 fn missing(key: &str) -> Error {
     Error::not_found(format!("snapshot {key} does not exist"))
 }
@@ -329,7 +336,7 @@ impl Snapshotter for NamespacedSnapshotter {
             kind: bi.kind,
             name: key.to_string(),
             parent: r.parent,
-            labels: r.labels,
+            labels: overlay_labels(bi.labels, r.labels),
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -375,7 +382,7 @@ impl Snapshotter for NamespacedSnapshotter {
                 kind: bi.kind,
                 name: key.clone(),
                 parent: r.parent,
-                labels: r.labels,
+                labels: overlay_labels(bi.labels, r.labels),
                 created_at: r.created_at,
                 updated_at: r.updated_at,
             })
@@ -506,17 +513,17 @@ impl Snapshotter for NamespacedSnapshotter {
             }
         }
         for (key, r) in recs {
-            let kind = match self.backend.stat(&r.bkey) {
-                Ok(bi) => bi.kind,
+            let backend = match self.backend.stat(&r.bkey) {
+                Ok(bi) => bi,
                 // Removed from the backend behind our back: skip, as a walk racing a removal.
                 Err(e) if e.is(ErrorKind::NotFound) => continue,
                 Err(e) => return Err(e),
             };
             let info = Info {
-                kind,
+                kind: backend.kind,
                 name: key,
                 parent: r.parent,
-                labels: r.labels,
+                labels: overlay_labels(backend.labels, r.labels),
                 created_at: r.created_at,
                 updated_at: r.updated_at,
             };

@@ -46,8 +46,14 @@ impl Service {
             p.exports.insert(
                 "root".into(),
                 state
-                    .root
-                    .join(format!("io.containerd.snapshotter.v1.{name}"))
+                    .snapshotter_roots
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        state
+                            .root
+                            .join(format!("io.containerd.snapshotter.v1.{name}"))
+                    })
                     .display()
                     .to_string(),
             );
