@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use stowage_core_types::{Error, ErrorKind};
 use stowage_metadata::{Container, Runtime};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -71,6 +72,24 @@ fn required(c: Option<pb::Container>) -> Result<pb::Container, Status> {
     c.ok_or_else(|| Status::invalid_argument("container is required: invalid argument"))
 }
 
+/// containerd's container is not optional on the wire, and its id is checked first.
+fn required_id(c: Option<pb::Container>) -> Result<pb::Container, Status> {
+    match c {
+        Some(c) if !c.id.is_empty() => Ok(c),
+        _ => Err(Status::invalid_argument("Container.ID required")),
+    }
+}
+
+/// containerd's container store wraps a filter error (already an invalid-argument error)
+/// in invalid argument once more, so the kind appears twice in the message.
+fn list_error(e: Error) -> Error {
+    if e.is(ErrorKind::InvalidArgument) {
+        Error::invalid_argument(format!("{}: invalid argument", e.message()))
+    } else {
+        e
+    }
+}
+
 #[tonic::async_trait]
 impl Containers for Service {
     async fn get(
@@ -93,7 +112,7 @@ impl Containers for Service {
         let ns = required_namespace(&req)?;
         let filters = req.into_inner().filters;
         let db = self.0.db.clone();
-        let list = blocking(move || db.containers(&ns)?.list(&filters)).await?;
+        let list = blocking(move || db.containers(&ns)?.list(&filters).map_err(list_error)).await?;
         Ok(Response::new(pb::ListContainersResponse {
             containers: list.iter().map(container_pb).collect(),
         }))
@@ -109,7 +128,7 @@ impl Containers for Service {
         let ns = required_namespace(&req)?;
         let filters = req.into_inner().filters;
         let db = self.0.db.clone();
-        let list = blocking(move || db.containers(&ns)?.list(&filters)).await?;
+        let list = blocking(move || db.containers(&ns)?.list(&filters).map_err(list_error)).await?;
         let items: Vec<Result<pb::ListContainerMessage, Status>> = list
             .iter()
             .map(|c| {
@@ -156,7 +175,7 @@ impl Containers for Service {
         let ns = required_namespace(&req)?;
         let r = req.into_inner();
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
-        let c = container(required(r.container)?);
+        let c = container(required_id(r.container)?);
         let db = self.0.db.clone();
         let n = ns.clone();
         let updated = blocking(move || db.containers(&n)?.update(c, &paths)).await?;

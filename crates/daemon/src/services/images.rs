@@ -40,8 +40,72 @@ fn image(i: pb::Image) -> Result<Image, Status> {
     Ok(out)
 }
 
+/// Why go-digest's `Digest.Validate` rejects `s`, in its words, or `None` when it accepts it
+/// (with the algorithms containerd is built with: sha256, sha384, sha512).
+pub(crate) fn go_digest_problem(s: &str) -> Option<&'static str> {
+    const FORMAT: &str = "invalid checksum digest format";
+    const LENGTH: &str = "invalid checksum digest length";
+    const UNSUPPORTED: &str = "unsupported digest algorithm";
+    let Some(i) = s.find(':').filter(|&i| i > 0 && i + 1 < s.len()) else {
+        return Some(FORMAT);
+    };
+    let (alg, enc) = (&s[..i], &s[i + 1..]);
+    let bytes = match alg {
+        "sha256" => 32,
+        "sha384" => 48,
+        "sha512" => 64,
+        _ => {
+            // An unknown algorithm is "unsupported" only when the whole digest is well formed.
+            let alg_ok = alg.split(['.', '+', '_', '-']).all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+            let enc_ok = enc
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'=' || b == b'_' || b == b'-');
+            return Some(if alg_ok && enc_ok {
+                UNSUPPORTED
+            } else {
+                FORMAT
+            });
+        }
+    };
+    if enc.len() != bytes * 2 {
+        return Some(LENGTH);
+    }
+    if enc
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        None
+    } else {
+        Some(FORMAT)
+    }
+}
+
+/// containerd's checks of an image target (metadata's `validateTarget`), with its messages.
+fn check_target(t: &crate::api::containerd::types::Descriptor) -> Result<(), Status> {
+    let bad = |m: String| Err(Status::invalid_argument(format!("{m}: invalid argument")));
+    if let Some(p) = go_digest_problem(&t.digest) {
+        return bad(format!("Target.Digest {:?} invalid: {p}", t.digest));
+    }
+    if t.size <= 0 {
+        return bad("Target.Size must be greater than zero".into());
+    }
+    if t.media_type.is_empty() {
+        return bad("Target.MediaType must be set".into());
+    }
+    Ok(())
+}
+
+/// The image of an update request; containerd's is not optional, and its name is required
+/// before anything else is looked at.
 fn required(i: Option<pb::Image>) -> Result<pb::Image, Status> {
-    i.ok_or_else(|| Status::invalid_argument("image is required: invalid argument"))
+    match i {
+        Some(i) if !i.name.is_empty() => Ok(i),
+        _ => Err(Status::invalid_argument("Image.Name required")),
+    }
 }
 
 #[tonic::async_trait]
@@ -104,21 +168,41 @@ impl Images for Service {
         let req = req.into_inner();
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let img = required(req.image)?;
-        // An update by field paths may leave the target out; the store only reads the fields
-        // named, but our record type needs one, so borrow the stored target then.
+        // containerd only looks at the target when the update replaces it (no field paths, or
+        // `target`); otherwise the stored one is kept, with annotations taken from the request
+        // when `annotations` paths ask for them.
+        let replaces_target = paths.is_empty() || paths.iter().any(|p| p == "target");
+        if replaces_target {
+            check_target(&img.target.clone().unwrap_or_default())?;
+        }
+        // bolt refuses an empty label key when the labels are written (code Unknown); the
+        // label checks before that do not look at it.
+        if let Some(v) = img.labels.get("") {
+            let written = paths.is_empty() || paths.iter().any(|p| p == "labels" || p == "labels.");
+            if written {
+                return Err(Status::unknown(format!(
+                    "writing labels for image {}: failed to set label \"\"={v:?}: key required",
+                    img.name
+                )));
+            }
+        }
         let db = self.0.db.clone();
         let n = ns.clone();
         let updated = blocking(move || {
             let images = db.images(&n)?;
-            let img = if img.target.is_none() && !paths.is_empty() {
-                let stored = images.get(&img.name)?;
-                let mut i = Image::new(img.name.clone(), stored.target);
-                i.labels = labels(img.labels);
-                i
-            } else {
+            let img = if replaces_target {
                 image(img).map_err(|s| {
                     stowage_core_types::Error::invalid_argument(s.message().to_string())
                 })?
+            } else {
+                let mut target = images.get(&img.name)?.target;
+                target.annotations = img
+                    .target
+                    .map(|t| t.annotations.into_iter().collect())
+                    .unwrap_or_default();
+                let mut i = Image::new(img.name.clone(), target);
+                i.labels = labels(img.labels);
+                i
             };
             images.update(img, &paths)
         })
@@ -157,5 +241,35 @@ impl Images for Service {
             .exchange
             .publish(&ns, topic, ty, &pb::ImageDelete { name: req.name });
         Ok(Response::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_digest_problem;
+
+    #[test]
+    fn go_digest_words() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(go_digest_problem(&format!("sha256:{hex}")), None);
+        assert_eq!(go_digest_problem(&format!("sha512:{hex}{hex}")), None);
+        let format = Some("invalid checksum digest format");
+        let length = Some("invalid checksum digest length");
+        let unsupported = Some("unsupported digest algorithm");
+        assert_eq!(go_digest_problem(""), format);
+        assert_eq!(go_digest_problem("sha256"), format);
+        assert_eq!(go_digest_problem("sha256:"), format);
+        assert_eq!(go_digest_problem(":abc"), format);
+        assert_eq!(go_digest_problem("sha256:abc"), length);
+        assert_eq!(go_digest_problem(&format!("sha384:{hex}")), length);
+        assert_eq!(
+            go_digest_problem(&format!("sha256:{}", hex.to_uppercase())),
+            format
+        );
+        assert_eq!(go_digest_problem("sha1:abcdef"), unsupported);
+        assert_eq!(go_digest_problem("my.alg+x:QUJD=_-"), unsupported);
+        assert_eq!(go_digest_problem(&format!("SHA256:{hex}")), format);
+        assert_eq!(go_digest_problem("alg:a:b"), format);
+        assert_eq!(go_digest_problem("a..b:abc"), format);
     }
 }

@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
+use stowage_core_types::{Error, ErrorKind};
 use stowage_metadata::{Lease, Resource};
 use tonic::{Request, Response, Status};
 
 use super::blocking;
+use super::images::go_digest_problem;
 use crate::api::containerd::services::leases::v1 as pb;
 use crate::api::containerd::services::leases::v1::leases_server::Leases;
 use crate::convert::{label_map, labels, timestamp};
+use crate::errors::to_status;
 use crate::request::required_namespace;
 use crate::server::State;
 
@@ -24,12 +27,38 @@ fn lease_pb(l: &Lease) -> pb::Lease {
     }
 }
 
-fn resource(r: Option<pb::Resource>) -> Result<Resource, Status> {
-    let r = r.ok_or_else(|| Status::invalid_argument("resource is required: invalid argument"))?;
-    Ok(Resource {
+/// containerd's resource is not optional on the wire: a missing one is an empty one, which
+/// is then refused for its empty type.
+fn resource(r: Option<pb::Resource>) -> Resource {
+    let r = r.unwrap_or_default();
+    Resource {
         id: r.id,
         kind: r.r#type,
-    })
+    }
+}
+
+/// Rewrites a store error about `r` into what containerd 1.6 answers for the same resource:
+/// go-digest's words for a bad content digest, and bolt's own (code Unknown, bare message)
+/// for an empty snapshotter name or an empty key, which containerd does not check before
+/// writing.
+fn as_containerd(e: Error, r: &Resource, adding: bool) -> Status {
+    if e.is(ErrorKind::InvalidArgument) {
+        if r.kind == "content" {
+            if let Some(p) = go_digest_problem(&r.id) {
+                return to_status(&Error::invalid_argument(format!(
+                    "invalid content resource id {}: {p}",
+                    r.id
+                )));
+            }
+        }
+        if adding && r.kind == "snapshots/" {
+            return Status::unknown("bucket name required");
+        }
+        if adding && r.id.is_empty() && (r.kind == "ingests" || r.kind.starts_with("snapshots/")) {
+            return Status::unknown("key required");
+        }
+    }
+    to_status(&e)
 }
 
 /// A fresh lease id when the client leaves it empty (containerd uses random ones too).
@@ -98,9 +127,15 @@ impl Leases for Service {
     ) -> Result<Response<()>, Status> {
         let ns = required_namespace(&req)?;
         let req = req.into_inner();
-        let r = resource(req.resource)?;
+        let r = resource(req.resource);
         let db = self.0.db.clone();
-        blocking(move || db.leases(&ns)?.add_resource(&req.id, &r)).await?;
+        blocking(move || {
+            let leases = db.leases(&ns)?;
+            Ok(leases
+                .add_resource(&req.id, &r)
+                .map_err(|e| as_containerd(e, &r, true)))
+        })
+        .await??;
         Ok(Response::new(()))
     }
 
@@ -110,9 +145,15 @@ impl Leases for Service {
     ) -> Result<Response<()>, Status> {
         let ns = required_namespace(&req)?;
         let req = req.into_inner();
-        let r = resource(req.resource)?;
+        let r = resource(req.resource);
         let db = self.0.db.clone();
-        blocking(move || db.leases(&ns)?.delete_resource(&req.id, &r)).await?;
+        blocking(move || {
+            let leases = db.leases(&ns)?;
+            Ok(leases
+                .delete_resource(&req.id, &r)
+                .map_err(|e| as_containerd(e, &r, false)))
+        })
+        .await??;
         Ok(Response::new(()))
     }
 
