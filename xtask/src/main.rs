@@ -24,7 +24,10 @@ commands:
   fixtures [--out DIR] [--small]
                   generate the deterministic test images (OCI layouts and archives)
   bench [NAME..]  run benchmarks (content, bolt, diff, snapshots-overlay,
-                  snapshots-native, metadata, diff-compare; default: all)
+                  snapshots-native, metadata, diff-compare, daemon; default: all)
+                  daemon: stowaged next to containerd 1.6 through ctr (pulls from a
+                  local registry, lists, snapshots, ingest; STOWAGE_BENCH_QUICK=1 for
+                  a short run)
   help            this text";
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("snapshots-native", "stowage-snapshots-native", "ops"),
     ("metadata", "stowage-metadata", "metadata"),
     ("diff-compare", "stowage-diff", "compare"),
+    ("daemon", "stowage-daemon", "side_by_side"),
 ];
 
 fn bench(names: &[String]) -> Result<()> {

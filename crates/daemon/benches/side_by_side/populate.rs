@@ -1,0 +1,130 @@
+//! Fills a daemon with many images or blobs through its gRPC API (the same calls work on
+//! containerd and stowaged), which takes seconds where one `ctr` run per object would take
+//! minutes.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use stowage_daemon::api::containerd::services::content::v1::{
+    content_client::ContentClient, WriteAction, WriteContentRequest,
+};
+use stowage_daemon::api::containerd::services::images::v1::{
+    images_client::ImagesClient, CreateImageRequest, Image,
+};
+use stowage_daemon::api::containerd::services::leases::v1::{
+    leases_client::LeasesClient, CreateRequest,
+};
+use stowage_daemon::api::containerd::types::Descriptor;
+use stowage_daemon::client::{connect, Headers};
+use tokio::task::JoinSet;
+
+use crate::images::Rng;
+
+/// Requests in flight at once: commits sync to disk, and many in flight share the syncs.
+const PARALLEL: usize = 64;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting a tokio runtime")
+}
+
+/// Creates images `bench/many-<i>:latest` for `i` in `0..n`, all pointing at `target`
+/// (media type, digest, size) in namespace `default`.
+pub fn images(address: &Path, n: usize, target: &(String, String, i64)) -> Result<()> {
+    runtime()?.block_on(async {
+        let ch = connect(address).await?;
+        let headers = Headers::new(Some("default"), None)?;
+        let client = stowage_daemon::client!(ImagesClient<_>, ch, headers);
+        let mut set = JoinSet::new();
+        for i in 0..n {
+            if set.len() >= PARALLEL {
+                set.join_next().await.context("join")???;
+            }
+            let mut c = client.clone();
+            let image = Image {
+                name: format!("bench/many-{i:05}:latest"),
+                target: Some(Descriptor {
+                    media_type: target.0.clone(),
+                    digest: target.1.clone(),
+                    size: target.2,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            set.spawn(async move {
+                c.create(CreateImageRequest { image: Some(image) })
+                    .await
+                    .map(|_| ())
+                    .context("Images.Create")
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Writes `n` distinct deterministic blobs of `size` bytes into the content store under a
+/// lease that never expires (so garbage collection leaves them), each in one Write call that
+/// writes and commits.
+pub fn blobs(address: &Path, n: usize, size: usize) -> Result<()> {
+    use sha2::{Digest as _, Sha256};
+    runtime()?.block_on(async {
+        let ch = connect(address).await?;
+        let lease = "stowage-bench-blobs";
+        let mut leases = stowage_daemon::client!(
+            LeasesClient<_>,
+            ch.clone(),
+            Headers::new(Some("default"), None)?
+        );
+        leases
+            .create(CreateRequest {
+                id: lease.into(),
+                ..Default::default()
+            })
+            .await
+            .context("Leases.Create")?;
+        let headers = Headers::new(Some("default"), Some(lease))?;
+        let client = stowage_daemon::client!(ContentClient<_>, ch, headers);
+        let mut set = JoinSet::new();
+        for i in 0..n {
+            if set.len() >= PARALLEL {
+                set.join_next().await.context("join")???;
+            }
+            let mut data = vec![0u8; size];
+            Rng::new(0xb10b_0000 + i as u64).fill(&mut data);
+            let digest: String = Sha256::digest(&data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let req = WriteContentRequest {
+                action: WriteAction::Commit as i32,
+                r#ref: format!("bench-blob-{i}"),
+                total: size as i64,
+                expected: format!("sha256:{digest}"),
+                offset: 0,
+                data,
+                ..Default::default()
+            };
+            let mut c = client.clone();
+            set.spawn(async move {
+                let mut resp = c
+                    .write(tokio_stream::iter(vec![req]))
+                    .await
+                    .context("Content.Write")?
+                    .into_inner();
+                let msg = resp.message().await.context("Content.Write response")?;
+                anyhow::ensure!(msg.is_some(), "Content.Write: no response to commit");
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+        anyhow::Ok(())
+    })
+}
