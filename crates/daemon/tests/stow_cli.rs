@@ -370,7 +370,7 @@ fn stow_snapshots_content_and_containers_as_ctr_sees_them() {
         stow(&d, &["snapshots", "mounts", "/mnt/y", "s-child"]),
         d.ok(&["snapshots", "mounts", "/mnt/y", "s-child"])
     );
-    let js = json(&stow(&d, &["--format", "json", "snapshots", "ls"]));
+    let js = json(&stow(&d, &["snapshots", "ls", "--format", "json"]));
     assert_eq!(js.as_array().unwrap().len(), 3, "{js}");
     stow(&d, &["snapshots", "rm", "s-view", "s-child"]);
     assert!(!d.ok(&["snapshots", "ls"]).contains("s-child"));

@@ -41,7 +41,7 @@ struct Cli {
     #[arg(short, long, env = "CONTAINERD_NAMESPACE", default_value = "default")]
     namespace: String,
     /// Output format of listings.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     format: Format,
     #[command(subcommand)]
     cmd: Cmd,
