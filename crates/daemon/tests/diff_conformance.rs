@@ -176,3 +176,60 @@ mod containerd_reference {
         assert_eq!(failed, DEPARTURES, "cases containerd 1.6 fails");
     }
 }
+
+/// The Diff service writes a compared layer into the request's namespace under the request's
+/// lease: the collector keeps it while that lease lives and takes it once the lease is gone.
+#[test]
+fn compared_layer_is_held_by_the_request_lease() {
+    use stowage_core_types::content::Manager;
+    use stowage_core_types::diff::{CompareOptions, Comparer};
+    use stowage_core_types::ErrorKind;
+    use stowage_diff::testsuite::util::{fill, write_file};
+
+    if !common::require_ctr(false) {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        assert_eq!(
+            std::env::var("STOWAGE_SKIP_EXTERNAL").as_deref(),
+            Ok("1"),
+            "this test mounts snapshots and needs root (STOWAGE_SKIP_EXTERNAL=1 skips it)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = Stowaged::start(dir.path()).expect("starting stowaged");
+    for id in ["keep", "other"] {
+        d.ok(&["-n", "leased", "leases", "create", "--id", id]);
+    }
+    let sn = RemoteSnapshotter::connect(&d.address, "overlayfs", "leased", Some("keep"))
+        .expect("connect snapshots");
+    let m = sn.prepare("a-active", "", Labels::new()).expect("prepare");
+    fill(&m, |root| write_file(&root.join("f"), b"one", 0o644));
+    sn.commit("a", "a-active", Labels::new()).expect("commit");
+    let upper = sn.prepare("b", "a", Labels::new()).expect("prepare b");
+    fill(&upper, |root| write_file(&root.join("g"), b"two", 0o644));
+    let lower = sn.view("a-view", "a", Labels::new()).expect("view");
+
+    let differ = RemoteDiffer::connect(&d.address, "leased", Some("keep")).expect("connect diff");
+    let desc = differ
+        .compare(&lower, &upper, &CompareOptions::default())
+        .expect("compare");
+    let content = RemoteContentStore::connect(&d.address, "leased", None).expect("connect content");
+    content
+        .info(&desc.digest)
+        .expect("the layer is in the namespace");
+
+    // A collection (run by deleting another lease synchronously) leaves the layer alone.
+    d.ok(&["-n", "leased", "leases", "delete", "--sync", "other"]);
+    content
+        .info(&desc.digest)
+        .expect("the layer survives a collection while its lease lives");
+
+    d.ok(&["-n", "leased", "leases", "delete", "--sync", "keep"]);
+    let err = content
+        .info(&desc.digest)
+        .expect_err("the layer is collected with its lease");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
