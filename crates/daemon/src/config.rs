@@ -60,8 +60,10 @@ pub struct OverlayConfig {
     pub root_path: Option<PathBuf>,
     /// `upperdir_label`: stat, update and walk add `containerd.io/snapshot/overlay.upperdir`.
     pub upperdir_label: bool,
-    /// `sync_remove` (containerd 1.7; 1.6 does not know it). Removal here is always
-    /// synchronous, which is what `true` asks for; `false` only permits deferring it.
+    /// `sync_remove` (containerd 1.7; 1.6 does not know it and always defers). Our overlayfs
+    /// snapshotter deletes a snapshot's directory in the same call that removes its record
+    /// (during the collection that reclaims it), which is what `true` asks for; `false` only
+    /// permits deferring that to a later cleanup, so both are accepted.
     pub sync_remove: Option<bool>,
 }
 

@@ -117,6 +117,12 @@ impl State {
         for w in &cfg.warnings {
             tracing::warn!("config: {w}");
         }
+        if cfg.overlay.sync_remove == Some(false) {
+            tracing::info!(
+                "config: overlayfs sync_remove = false is accepted, but snapshot directories are \
+                 always removed synchronously"
+            );
+        }
         let overlay_root = cfg
             .overlay
             .root_path

@@ -47,6 +47,7 @@ fn root_path_and_upperdir_label() {
 [plugins."io.containerd.snapshotter.v1.overlayfs"]
   root_path = "{}"
   upperdir_label = true
+  sync_remove = false
   a_key_from_the_future = 1
 [plugins."io.containerd.snapshotter.v1.native"]
   root_path = "{}"
@@ -59,6 +60,12 @@ fn root_path_and_upperdir_label() {
             nat.display(),
             work.path().join("opt").display()
         ),
+    );
+    // containerd 1.7's sync_remove is known; false cannot be honoured and says so.
+    assert!(
+        d.log().contains("sync_remove = false is accepted"),
+        "{}",
+        d.log()
     );
     assert!(
         d.log().contains("a_key_from_the_future"),
@@ -119,6 +126,12 @@ fn root_path_and_upperdir_label() {
     assert!(root
         .join("io.containerd.metadata.v1.bolt/meta.db")
         .is_file());
+    // As in containerd, removal drops the record and leaves the backend to the collector;
+    // the collection removes the directory under root_path.
+    d.ok(&["snapshots", "--snapshotter", "native", "rm", "n1"]);
+    d.ok(&["leases", "create", "--id", "gc-trigger"]);
+    d.ok(&["leases", "rm", "--sync", "gc-trigger"]);
+    assert_eq!(std::fs::read_dir(nat.join("snapshots")).unwrap().count(), 0);
     // Introspection reports the snapshotter's real root.
     let plugins = d.ok(&["plugins", "ls", "--detailed", "id==overlayfs"]);
     assert!(plugins.contains(ovl.to_str().unwrap()), "{plugins}");
