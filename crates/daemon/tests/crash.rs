@@ -1,5 +1,5 @@
 //! stowaged killed with SIGKILL: ingests resume after the restart, and an import interrupted
-//! by the crash completes when run again.
+//! by the crash completes when run again, leaving no snapshot directory without a record.
 
 mod common;
 
@@ -130,5 +130,25 @@ fn import_interrupted_by_sigkill_completes_on_retry() {
         assert!(!common::tree(&mnt).is_empty());
         d.ok(&["images", "unmount", "--rm", mnt.to_str().unwrap()]);
         assert!(d.stop().unwrap());
+        assert_no_orphan_dirs(&root);
     }
+}
+
+/// Every directory under the overlay snapshotter's `snapshots/` belongs to a snapshot its
+/// metastore records: what a crash left half-built was removed at the restart.
+fn assert_no_orphan_dirs(root: &std::path::Path) {
+    use stowage_core_types::snapshot::Snapshotter;
+    let ov = root.join("io.containerd.snapshotter.v1.overlayfs");
+    let dirs = std::fs::read_dir(ov.join("snapshots")).unwrap().count();
+    let s = stowage_snapshots_overlay::OverlaySnapshotter::new(&ov).unwrap();
+    let mut records = 0;
+    s.walk(
+        &mut |_| {
+            records += 1;
+            Ok(())
+        },
+        &[],
+    )
+    .unwrap();
+    assert_eq!(dirs, records, "snapshot directories without a record");
 }
