@@ -47,6 +47,9 @@
 //! - Handles borrow: a [`BucketMut`] borrows its [`WriteTx`] mutably, so one bucket is
 //!   written at a time; [`BucketMut::into_bucket_mut`] walks a path of nested buckets.
 //! - Cursors are read-only (no `Cursor.Delete`); collect keys, then delete them.
+//! - [`Cursor::bucket`] opens the nested bucket under the cursor from the entry it already
+//!   holds, so walking a bucket's sub-buckets costs no second search per entry (Go's
+//!   `Bucket.Bucket(k)` after `Cursor.Next` searches again).
 //! - Cursor moves and gets return `Result`: a damaged file is an error, never a panic.
 //! - `lock_timeout` defaults to failing at once instead of waiting forever.
 //!
