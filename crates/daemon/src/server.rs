@@ -166,6 +166,7 @@ impl State {
                 }
             }
         }
+        let backends = snapshotters.clone();
         let db = Db::open(
             &cfg.root,
             Options {
@@ -187,6 +188,15 @@ impl State {
             );
         }
         recovery::remove_temp_beside(&cfg.root.join(UUID_FILE))?;
+        for (name, backend) in &backends {
+            match recovery::sweep_unreferenced(&db, name, backend.as_ref()) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(snapshotter = %name, removed = n, "removed snapshots no record refers to")
+                }
+                Err(e) => tracing::warn!(snapshotter = %name, error = %e, "start-up sweep failed"),
+            }
+        }
         let scheduler = Scheduler::start(&db, cfg.gc)?;
         Ok(State {
             db,

@@ -130,6 +130,28 @@ fn restart_after_sigkill_cleans_orphans_and_keeps_live_data() {
         fs::write(o.join("fs/usr/bin/tool"), "half-extracted").unwrap();
     }
     // The store's ref is the namespaced one the metadata layer made of ours.
+    // Snapshots the backend committed but meta.db never recorded (a crash between the two
+    // commits): a committed parent and an active child on it, in the backend's own metastore.
+    {
+        use stowage_core_types::snapshot::Snapshotter;
+        let ov =
+            stowage_snapshots_overlay::OverlaySnapshotter::new(overlay.parent().unwrap()).unwrap();
+        ov.prepare("default/9000/orphan-base", "", Labels::new())
+            .unwrap();
+        ov.commit(
+            "default/9001/orphan-layer",
+            "default/9000/orphan-base",
+            Labels::new(),
+        )
+        .unwrap();
+        ov.prepare(
+            "default/9002/orphan-top",
+            "default/9001/orphan-layer",
+            Labels::new(),
+        )
+        .unwrap();
+    }
+    assert_eq!(entries(&overlay).len(), live_overlay.len() + 2 + 2);
     let live_ingest = entries(&ingest)
         .into_iter()
         .map(|e| ingest.join(e))
@@ -191,6 +213,11 @@ fn restart_after_sigkill_cleans_orphans_and_keeps_live_data() {
     assert!(got == data, "the resumed blob differs");
     assert!(!d.ok(&["content", "active"]).contains("half-ref"));
     drop(store);
+    let log = d.log();
+    assert!(
+        log.contains("removed snapshots no record refers to"),
+        "{log}"
+    );
     // New snapshots still get fresh directories after the cleanup.
     d.ok(&["snapshots", "prepare", "after", ""]);
     assert_eq!(entries(&overlay).len(), 3);
