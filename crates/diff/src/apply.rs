@@ -1,5 +1,7 @@
 //! Applying tar entries to the target directory.
 
+mod workers;
+
 use std::collections::HashSet;
 use std::ffi::CStr;
 use std::fs::File;
@@ -17,6 +19,7 @@ use crate::resolve::{clean_name, Dir, Resolver};
 use crate::stream::{ChunkSource, LayerStream};
 use crate::sys::{self, Time};
 use crate::{ApplyOptions, WhiteoutMode};
+use workers::Pool;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -49,6 +52,8 @@ pub(crate) struct Applier<'o> {
     unpacked: Option<HashSet<PathBuf>>,
     /// Directories whose times are restored once all their children exist.
     dir_times: Vec<(PathBuf, Time, Time)>,
+    /// Workers finishing small files; `None` when the apply runs on one thread.
+    pool: Option<Pool>,
     pub(crate) counts: Counts,
 }
 
@@ -101,6 +106,10 @@ impl<'o> Applier<'o> {
             umask,
             unpacked: track.then(HashSet::new),
             dir_times: Vec::new(),
+            pool: options
+                .threaded
+                .then(|| Pool::start(worker_threads()))
+                .flatten(),
             counts: Counts::default(),
         })
     }
@@ -123,12 +132,29 @@ impl<'o> Applier<'o> {
                     )));
                 }
             }
+            // Worker errors name their own entry, so they are not wrapped with this one's.
+            if entry.kind == Kind::Hardlink {
+                // The link's owner, mode and times apply to the target's inode, which a worker
+                // may still be finishing with the target entry's metadata.
+                self.wait_workers()?;
+            } else if let Some(pool) = &self.pool {
+                pool.check()?;
+            }
             self.apply_entry(&entry, &mut stream, &mut reader)
                 .map_err(|e| e.context(format!("layer entry {:?}", entry.display_name())))?;
             self.counts.entries += 1;
         }
+        self.wait_workers()?;
         self.restore_dir_times()?;
         stream.finish()
+    }
+
+    /// Waits for every file handed to the workers to be complete.
+    fn wait_workers(&self) -> Result<()> {
+        match &self.pool {
+            Some(pool) => pool.wait(),
+            None => Ok(()),
+        }
     }
 
     fn full_path(&self, dir: &Dir, name: &[u8]) -> PathBuf {
@@ -302,6 +328,13 @@ impl<'o> Applier<'o> {
             sys::openat(parent.fd(), name, flags, perm)
         })?;
         let mut file = File::from(fd);
+        if self.pool.is_some()
+            && entry.sparse.is_none()
+            && entry.size <= workers::MAX_SIZE
+            && entry.xattrs.is_empty()
+        {
+            return self.hand_over(entry, parent, perm, file, stream, reader);
+        }
         match &entry.sparse {
             None => stream.feed(entry.size, &mut |buf| file_write(&mut file, buf))?,
             Some(map) => {
@@ -318,6 +351,50 @@ impl<'o> Applier<'o> {
         reader.consumed(entry.size);
         let current = self.fresh(parent, perm, false)?;
         self.metadata(entry, parent, name, Some(file.as_fd()), current)
+    }
+
+    /// Reads the data of a small file just created as `file` and gives it, with the owner,
+    /// mode and times [`Self::metadata_inner`] would set, to the workers to finish.
+    fn hand_over(
+        &mut self,
+        entry: &Entry,
+        parent: &Rc<Dir>,
+        perm: u32,
+        file: File,
+        stream: &mut LayerStream<'_>,
+        reader: &mut EntryReader,
+    ) -> Result<()> {
+        let mut data = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+        stream.feed(entry.size, &mut |buf| {
+            data.extend_from_slice(buf);
+            Ok(())
+        })?;
+        reader.consumed(entry.size);
+        let mut current = self.fresh(parent, perm, false)?;
+        let mut owner = None;
+        if self.options.privileged {
+            let uid = id32(entry.uid, "uid")?;
+            let gid = id32(entry.gid, "gid")?;
+            if (uid, gid) != (current.uid, current.gid) {
+                owner = Some((uid, gid));
+                current.mode = current.mode.map(|m| m & !(libc::S_ISUID | libc::S_ISGID));
+            }
+        }
+        let want = entry.mode & 0o7777;
+        let (atime, mtime) = entry_times(entry);
+        let job = workers::Job {
+            file,
+            data,
+            owner,
+            mode: (current.mode != Some(want)).then_some(want),
+            atime,
+            mtime,
+            name: entry.display_name(),
+        };
+        match &self.pool {
+            Some(pool) => pool.submit(job),
+            None => Err(Error::unknown("no worker threads to finish a file")),
+        }
     }
 
     fn symlink(&mut self, entry: &Entry, parent: &Rc<Dir>, name: &CStr) -> Result<()> {
@@ -598,6 +675,15 @@ impl<'o> Applier<'o> {
         }
         Ok(())
     }
+}
+
+/// Workers for small files: one per core beyond the applier's own thread, at least one (with
+/// decompression on a thread of its own, that keeps two cores busy), at most four (more only
+/// contend for the same directory locks).
+fn worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .clamp(1, 4)
 }
 
 fn file_write(file: &mut File, buf: &[u8]) -> Result<()> {
