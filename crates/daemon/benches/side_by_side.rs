@@ -16,6 +16,10 @@
 //!   every RPC in its log, which is kept when `STOWAGE_BENCH_KEEP_LOGS` names a directory).
 //! - `STOWAGE_BENCH_DIR`: where the daemons' roots go (default /var/tmp).
 //!
+//! The lists section also times single `Version`, `Content.Info` and `Content.Read` calls
+//! over gRPC (per-call medians), which `ctr images ls` chains several of per image, so a slow
+//! list can be told apart as framework overhead or handler work.
+//!
 //! Generated images are cached under `target/bench-images`. Before every timed pull the image,
 //! its content and its snapshots are removed from the daemon (`ctr images rm --sync`, then
 //! checked gone) and the page cache is dropped, whichever daemon runs.
@@ -158,6 +162,8 @@ struct Rss {
     section: &'static str,
     containerd: u64,
     stowaged: u64,
+    /// (anonymous, file-backed) KiB resident at the section's end.
+    split: [(u64, u64); 2],
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -216,6 +222,10 @@ impl Bench {
             section,
             containerd: self.daemons[0].peak_rss_kib()?,
             stowaged: self.daemons[1].peak_rss_kib()?,
+            split: [
+                self.daemons[0].rss_split_kib()?,
+                self.daemons[1].rss_split_kib()?,
+            ],
         });
         Ok(())
     }
@@ -362,6 +372,24 @@ impl Bench {
                 );
             }
         }
+        let mut rpc: [Vec<Duration>; 6] = Default::default();
+        for r in 0..3 {
+            for i in Bench::order(r) {
+                let d = &self.daemons[i];
+                let t = populate::rpc_latency(&d.address, &small.0.manifest.1, 300)?;
+                for (k, t) in t.into_iter().enumerate() {
+                    rpc[k * 2 + i].push(t);
+                }
+            }
+        }
+        let [vc, vs, ic, is, rc, rs] = rpc;
+        self.push_row("rpc Version, per call".into(), [vc, vs], 1.0);
+        self.push_row("rpc Content.Info, per call".into(), [ic, is], 1.0);
+        self.push_row(
+            "rpc Content.Read (manifest), per call".into(),
+            [rc, rs],
+            1.0,
+        );
         for (what, args, n) in [
             ("images ls", ["images", "ls"], ni),
             ("content ls", ["content", "ls"], nb),
@@ -415,10 +443,43 @@ impl Bench {
         self.section_end("snapshots")
     }
 
-    fn ingest(&mut self) -> Result<()> {
+    /// Deletes `digest` and makes sure its backing file is gone too: a store may (as
+    /// containerd's shared content policy allows) answer a write of a blob it still holds on
+    /// disk without reading the data, which would time nothing. `ctr images rm --sync` of a
+    /// throwaway tag is the one ctr command that waits for a garbage collection.
+    fn remove_blob(&self, d: &Daemon, digest: &str, small: &str) -> Result<()> {
+        if d.ctr(&["content", "ls", "-q"])?.contains(digest) {
+            d.ctr(&["content", "rm", digest])?;
+        }
+        d.ctr(&["images", "tag", "--force", small, "bench/gc-trigger:latest"])?;
+        d.ctr(&["images", "rm", "--sync", "bench/gc-trigger:latest"])?;
+        if d.ctr(&["content", "ls", "-q"])?.contains(digest) {
+            bail!("{}: {digest} still listed after content rm", d.kind.name());
+        }
+        if d.has_blob_file(digest) {
+            bail!(
+                "{}: the file of {digest} is still on disk after content rm and a collection",
+                d.kind.name()
+            );
+        }
+        Ok(())
+    }
+
+    fn ingest(&mut self, small: &(Layout, String)) -> Result<()> {
         let size = self.settings.ingest;
         eprintln!("== content ingest ({} MiB)", size >> 20);
         let (path, digest) = images::ingest_data(&self.settings.cache, size)?;
+        for d in &self.daemons {
+            d.ctr(&[
+                "images",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                "overlayfs",
+                &small.1,
+            ])?;
+            self.remove_blob(d, &digest, &small.1)?;
+        }
         self.section_start();
         let mut times = [Vec::new(), Vec::new()];
         let size_arg = size.to_string();
@@ -442,10 +503,10 @@ impl Bench {
                     Some(fs::File::open(&path)?),
                 )?;
                 times[i].push(t);
-                d.ctr(&["content", "rm", &digest])?;
-                if d.ctr(&["content", "ls", "-q"])?.contains(&digest) {
-                    bail!("{}: {digest} still listed after content rm", d.kind.name());
+                if !d.has_blob_file(&digest) {
+                    bail!("{}: no file for {digest} after ingest", d.kind.name());
                 }
+                self.remove_blob(d, &digest, &small.1)?;
             }
         }
         self.push_row(format!("content ingest {} MiB", size >> 20), times, 1.0);
@@ -482,6 +543,15 @@ impl Bench {
                 s.containerd as f64 / 1024.0,
                 s.stowaged as f64 / 1024.0
             );
+            let [(ca, cf), (sa, sf)] = s.split;
+            println!(
+                "  {:<10} now anon/file: containerd {:.1}/{:.1} MiB  stowaged {:.1}/{:.1} MiB",
+                "",
+                ca as f64 / 1024.0,
+                cf as f64 / 1024.0,
+                sa as f64 / 1024.0,
+                sf as f64 / 1024.0
+            );
         }
         let (c, s) = (
             self.rss.iter().map(|r| r.containerd).max().unwrap_or(0),
@@ -517,8 +587,10 @@ fn fmt_dur(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 1.0 {
         format!("{s:.2}s")
-    } else {
+    } else if s >= 0.01 {
         format!("{:.1}ms", s * 1e3)
+    } else {
+        format!("{:.0}us", s * 1e6)
     }
 }
 
@@ -581,7 +653,7 @@ fn run() -> Result<()> {
             bench.snapshots()?;
         }
         if bench.settings.runs("ingest") {
-            bench.ingest()?;
+            bench.ingest(&pushed[0])?;
         }
         anyhow::Ok(())
     })();

@@ -3,6 +3,7 @@
 //! minutes.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use stowage_daemon::api::containerd::services::content::v1::{
@@ -126,5 +127,47 @@ pub fn blobs(address: &Path, n: usize, size: usize) -> Result<()> {
             r??;
         }
         anyhow::Ok(())
+    })
+}
+
+/// Latency of single gRPC calls, one at a time: per-call medians of `Version`, `Content.Info`
+/// and `Content.Read` (whole blob) of `digest`, over `n` calls each. `ctr images ls` and the
+/// bookkeeping of a pull are chains of such calls, so this tells framework overhead apart from
+/// the work behind them.
+pub fn rpc_latency(address: &Path, digest: &str, n: usize) -> Result<[Duration; 3]> {
+    use stowage_daemon::api::containerd::services::content::v1::{InfoRequest, ReadContentRequest};
+    use stowage_daemon::api::containerd::services::version::v1::version_client::VersionClient;
+    runtime()?.block_on(async {
+        let ch = connect(address).await?;
+        let headers = Headers::new(Some("default"), None)?;
+        let mut version = stowage_daemon::client!(VersionClient<_>, ch.clone(), headers.clone());
+        let mut content = stowage_daemon::client!(ContentClient<_>, ch, headers);
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for _ in 0..n {
+            let t = Instant::now();
+            version.version(()).await.context("Version")?;
+            times[0].push(t.elapsed());
+            let t = Instant::now();
+            content
+                .info(InfoRequest {
+                    digest: digest.into(),
+                })
+                .await
+                .context("Content.Info")?;
+            times[1].push(t.elapsed());
+            let t = Instant::now();
+            let mut s = content
+                .read(ReadContentRequest {
+                    digest: digest.into(),
+                    offset: 0,
+                    size: 0,
+                })
+                .await
+                .context("Content.Read")?
+                .into_inner();
+            while s.message().await.context("Content.Read stream")?.is_some() {}
+            times[2].push(t.elapsed());
+        }
+        Ok(times.map(crate::median))
     })
 }

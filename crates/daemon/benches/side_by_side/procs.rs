@@ -99,6 +99,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// The gRPC socket.
     pub address: PathBuf,
+    /// Its root directory.
+    pub root: PathBuf,
     /// Its log file.
     pub log: PathBuf,
 }
@@ -152,7 +154,7 @@ disabled_plugins = [
             .stderr(fs::File::create(&log)?)
             .spawn()
             .context("starting containerd")?;
-        Daemon::ready(Kind::Containerd, child, address, log)
+        Daemon::ready(Kind::Containerd, child, address, root, log)
     }
 
     /// stowaged (`binary`) with root, state and socket under `dir`, logging at `log_level`.
@@ -173,14 +175,21 @@ disabled_plugins = [
             .stderr(fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Daemon::ready(Kind::Stowaged, child, address, log)
+        Daemon::ready(Kind::Stowaged, child, address, root, log)
     }
 
-    fn ready(kind: Kind, child: Child, address: PathBuf, log: PathBuf) -> Result<Daemon> {
+    fn ready(
+        kind: Kind,
+        child: Child,
+        address: PathBuf,
+        root: PathBuf,
+        log: PathBuf,
+    ) -> Result<Daemon> {
         let mut me = Daemon {
             kind,
             child: Some(child),
             address,
+            root,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -281,6 +290,29 @@ disabled_plugins = [
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .with_context(|| format!("no VmHWM for {}", self.kind.name()))
+    }
+
+    /// Current resident memory split as the kernel counts it: (RssAnon, RssFile + RssShmem)
+    /// in KiB. File pages include mmapped databases, which the peak mark counts too.
+    pub fn rss_split_kib(&self) -> Result<(u64, u64)> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("RssAnon:"), field("RssFile:") + field("RssShmem:")))
+    }
+
+    /// True when the content store's backing file for `digest` is on disk.
+    pub fn has_blob_file(&self, digest: &str) -> bool {
+        let hex = digest.trim_start_matches("sha256:");
+        self.root
+            .join("io.containerd.content.v1.content/blobs/sha256")
+            .join(hex)
+            .exists()
     }
 
     fn stop_inner(&mut self) {
