@@ -378,3 +378,121 @@ async fn messages_up_to_16_mib_pass() {
         .unwrap();
     assert_eq!(info.size, data.len() as i64);
 }
+
+/// The namespace events one client's namespace calls produce, as `(namespace, topic, type)`,
+/// and what a create without the namespace header answers.
+async fn namespace_events(path: &std::path::Path) -> (Vec<(String, String, String)>, String) {
+    use stowage_daemon::api::containerd::services::namespaces::v1 as npb;
+    let ch = connect(path).await.unwrap();
+    let caller = Headers::new(Some("caller"), None).unwrap();
+    // containerd sends a stream's headers with its first event, so the subscription resolves
+    // only once something is published: publish markers until it does.
+    let mut events = client!(
+        epb::events_client::EventsClient<_>,
+        ch.clone(),
+        caller.clone()
+    );
+    let mut subscriber = events.clone();
+    let sub = tokio::spawn(async move {
+        subscriber
+            .subscribe(epb::SubscribeRequest {
+                filters: vec!["topic~=\"^/(namespaces|test)/\"".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    while !sub.is_finished() {
+        events
+            .publish(epb::PublishRequest {
+                topic: "/test/ready".into(),
+                event: Some(prost_types::Any {
+                    type_url: "example.Ready".into(),
+                    value: Vec::new(),
+                }),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut sub = sub.await.unwrap();
+    let mut ns = client!(
+        npb::namespaces_client::NamespacesClient<_>,
+        ch.clone(),
+        caller
+    );
+    let made = npb::Namespace {
+        name: "made".into(),
+        labels: [("k".to_string(), "v".to_string())].into(),
+    };
+    ns.create(npb::CreateNamespaceRequest {
+        namespace: Some(made.clone()),
+    })
+    .await
+    .unwrap();
+    ns.update(npb::UpdateNamespaceRequest {
+        namespace: Some(made),
+        update_mask: None,
+    })
+    .await
+    .unwrap();
+    ns.delete(npb::DeleteNamespaceRequest {
+        name: "made".into(),
+    })
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let env = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+            .await
+            .expect("event within 5 s")
+            .unwrap()
+            .unwrap();
+        if env.topic != "/test/ready" {
+            let ty = env.event.map(|a| a.type_url).unwrap_or_default();
+            got.push((env.namespace, env.topic, ty));
+        }
+    }
+    // Without the header the namespace is still created, but publishing its event fails.
+    let mut bare = client!(
+        npb::namespaces_client::NamespacesClient<_>,
+        ch,
+        Headers::new(None, None).unwrap()
+    );
+    let err = bare
+        .create(npb::CreateNamespaceRequest {
+            namespace: Some(npb::Namespace {
+                name: "bare".into(),
+                labels: Default::default(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    let listed = ns
+        .list(npb::ListNamespacesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .namespaces
+        .iter()
+        .any(|n| n.name == "bare");
+    (
+        got,
+        format!("{:?}: {} (created: {listed})", err.code(), err.message()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_events_carry_the_callers_namespace_as_containerd() {
+    if !require_ctr(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Stowaged::start(dir.path()).unwrap();
+    let cdir = tempfile::tempdir().unwrap();
+    let c = Containerd::start(&cdir.path().join("root"), cdir.path()).unwrap();
+    let theirs = namespace_events(&c.address).await;
+    let ours = namespace_events(&d.address).await;
+    assert_eq!(theirs.0[0].0, "caller", "containerd: {theirs:?}");
+    assert_eq!(ours, theirs);
+}

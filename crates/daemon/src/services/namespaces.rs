@@ -9,6 +9,7 @@ use crate::api::containerd::events::{NamespaceCreate, NamespaceDelete, Namespace
 use crate::api::containerd::services::namespaces::v1::*;
 use crate::convert::{label_map, labels};
 use crate::events::topics;
+use crate::request::namespace_of;
 use crate::server::State;
 
 /// The Namespaces service.
@@ -61,6 +62,7 @@ impl namespaces_server::Namespaces for Service {
         &self,
         req: Request<CreateNamespaceRequest>,
     ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        let caller = namespace_of(&req);
         let ns = req
             .into_inner()
             .namespace
@@ -70,7 +72,7 @@ impl namespaces_server::Namespaces for Service {
         blocking(move || db.create_namespace(&name, &l)).await?;
         let (topic, ty) = topics::NAMESPACE_CREATE;
         self.0.exchange.publish(
-            &ns.name,
+            &publisher_namespace(caller)?,
             topic,
             ty,
             &NamespaceCreate {
@@ -87,6 +89,7 @@ impl namespaces_server::Namespaces for Service {
         &self,
         req: Request<UpdateNamespaceRequest>,
     ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        let caller = namespace_of(&req);
         let req = req.into_inner();
         let ns = req.namespace.ok_or_else(|| missing("namespace"))?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -95,7 +98,7 @@ impl namespaces_server::Namespaces for Service {
         let stored = blocking(move || db.update_namespace(&name, &l, &paths)).await?;
         let (topic, ty) = topics::NAMESPACE_UPDATE;
         self.0.exchange.publish(
-            &ns.name,
+            &publisher_namespace(caller)?,
             topic,
             ty,
             &NamespaceUpdate {
@@ -116,10 +119,20 @@ impl namespaces_server::Namespaces for Service {
         let db = self.0.db.clone();
         let n = name.clone();
         blocking(move || db.delete_namespace(&n)).await?;
+        // containerd publishes a deletion in the deleted namespace itself.
         let (topic, ty) = topics::NAMESPACE_DELETE;
         self.0
             .exchange
             .publish(&name, topic, ty, &NamespaceDelete { name: name.clone() });
         Ok(Response::new(()))
     }
+}
+
+/// The namespace a create or update event is published in: the caller's, as containerd's
+/// exchange takes it from the request. containerd makes the change first and then fails to
+/// publish when the caller named none; so do we, with its error.
+fn publisher_namespace(caller: Option<String>) -> Result<String, Status> {
+    caller.filter(|n| !n.is_empty()).ok_or_else(|| {
+        Status::unknown("failed publishing event: namespace is required: failed precondition")
+    })
 }
