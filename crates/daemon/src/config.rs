@@ -22,6 +22,12 @@
 //!   root_path = "/data/native"
 //! [plugins."io.containerd.metadata.v1.bolt"]
 //!   content_sharing_policy = "shared"
+//! [stream_processors."io.containerd.ocicrypt.decoder.v1.tar.gzip"]
+//!   accepts = ["application/vnd.oci.image.layer.v1.tar+gzip+encrypted"]
+//!   returns = "application/vnd.oci.image.layer.v1.tar+gzip"
+//!   path = "ctd-decoder"
+//!   args = ["--decryption-keys-path", "/keys"]
+//!   env = ["OCICRYPT_KEYPROVIDER_CONFIG=/etc/ocicrypt.json"]
 //! ```
 //!
 //! As in containerd, a key a plugin table does not know is ignored (it is reported in
@@ -35,6 +41,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use stowage_core_types::{Error, Result};
+use stowage_diff::StreamProcessor;
 use stowage_metadata::GcConfig;
 
 /// Default root directory.
@@ -105,6 +112,8 @@ pub struct Config {
     pub native: NativeConfig,
     /// The metadata store's content sharing policy.
     pub sharing_policy: SharingPolicy,
+    /// The `[stream_processors]` the Diff service's applier runs, ordered by id.
+    pub stream_processors: Vec<StreamProcessor>,
     /// Keys of plugin tables that were ignored because the plugin does not know them.
     pub warnings: Vec<String>,
 }
@@ -122,6 +131,7 @@ impl Default for Config {
             overlay: OverlayConfig::default(),
             native: NativeConfig::default(),
             sharing_policy: SharingPolicy::Shared,
+            stream_processors: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -161,8 +171,8 @@ struct File {
     cgroup: Option<toml::Value>,
     #[allow(dead_code)]
     timeouts: Option<toml::Value>,
-    #[allow(dead_code)]
-    stream_processors: Option<toml::Value>,
+    #[serde(default)]
+    stream_processors: BTreeMap<String, toml::Value>,
     #[allow(dead_code)]
     proxy_plugins: Option<toml::Value>,
 }
@@ -222,6 +232,63 @@ struct BoltFile {
 }
 
 const BOLT_KEYS: &[&str] = &["content_sharing_policy"];
+
+/// One `[stream_processors."<id>"]` table (containerd 1.6's `config.StreamProcessor`).
+#[derive(Debug, Default, Deserialize)]
+struct ProcessorFile {
+    #[serde(default)]
+    accepts: Vec<String>,
+    #[serde(default)]
+    returns: String,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+const PROCESSOR_KEYS: &[&str] = &["accepts", "returns", "path", "args", "env"];
+
+/// The `[stream_processors]` tables, by id. Unknown keys are noted in `warnings` as in plugin
+/// tables; a processor with no `path` could never run, so it fails the load rather than every
+/// apply of the types it accepts.
+fn stream_processors(
+    tables: &BTreeMap<String, toml::Value>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<StreamProcessor>> {
+    let mut out = Vec::with_capacity(tables.len());
+    for (id, v) in tables {
+        let toml::Value::Table(t) = v else {
+            return Err(Error::invalid_argument(format!(
+                "config: [stream_processors.\"{id}\"] must be a table"
+            )));
+        };
+        for k in t.keys().filter(|k| !PROCESSOR_KEYS.contains(&k.as_str())) {
+            warnings.push(format!(
+                "[stream_processors.\"{id}\"]: unknown key {k:?} ignored (known: {})",
+                PROCESSOR_KEYS.join(", ")
+            ));
+        }
+        let p: ProcessorFile = v.clone().try_into().map_err(|e| {
+            Error::invalid_argument(format!("config: [stream_processors.\"{id}\"]: {e}"))
+        })?;
+        if p.path.is_empty() {
+            return Err(Error::invalid_argument(format!(
+                "config: [stream_processors.\"{id}\"]: path is required"
+            )));
+        }
+        out.push(StreamProcessor {
+            id: id.clone(),
+            accepts: p.accepts,
+            returns: p.returns,
+            path: p.path.into(),
+            args: p.args,
+            env: p.env,
+        });
+    }
+    Ok(out)
+}
 
 /// Decodes the table of plugin `name`, if present, into `T`, noting keys outside `known` in
 /// `warnings` (containerd's decoder ignores them).
@@ -379,6 +446,7 @@ impl Config {
                 }
             };
         }
+        c.stream_processors = stream_processors(&file.stream_processors, &mut warnings)?;
         c.warnings = warnings;
         Ok(c)
     }
@@ -532,6 +600,85 @@ version = 2
                 "{bad}: {e}"
             );
             assert!(e.message().contains("io.containerd.snapshotter.v1."), "{e}");
+        }
+    }
+
+    #[test]
+    fn stream_processor_tables() {
+        let c = Config::parse(
+            r#"
+version = 2
+[stream_processors."io.containerd.ocicrypt.decoder.v1.tar.gzip"]
+  accepts = ["application/vnd.oci.image.layer.v1.tar+gzip+encrypted"]
+  returns = "application/vnd.oci.image.layer.v1.tar+gzip"
+  path = "ctd-decoder"
+  args = ["--decryption-keys-path", "/keys"]
+  env = ["A=1", "B=2"]
+[stream_processors."example.b64"]
+  accepts = ["x/a", "x/b"]
+  returns = "application/vnd.oci.image.layer.v1.tar"
+  path = "/usr/local/bin/unb64"
+  timeout = "1s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.stream_processors,
+            vec![
+                StreamProcessor {
+                    id: "example.b64".into(),
+                    accepts: vec!["x/a".into(), "x/b".into()],
+                    returns: "application/vnd.oci.image.layer.v1.tar".into(),
+                    path: "/usr/local/bin/unb64".into(),
+                    args: vec![],
+                    env: vec![],
+                },
+                StreamProcessor {
+                    id: "io.containerd.ocicrypt.decoder.v1.tar.gzip".into(),
+                    accepts: vec!["application/vnd.oci.image.layer.v1.tar+gzip+encrypted".into()],
+                    returns: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                    path: "ctd-decoder".into(),
+                    args: vec!["--decryption-keys-path".into(), "/keys".into()],
+                    env: vec!["A=1".into(), "B=2".into()],
+                },
+            ]
+        );
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("example.b64") && c.warnings[0].contains("timeout"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(Config::parse("").unwrap().stream_processors.is_empty());
+
+        for (bad, what) in [
+            (
+                "[stream_processors.p]\npath = \"x\"\naccepts = \"x/a\"",
+                "accepts",
+            ),
+            (
+                "[stream_processors.p]\npath = \"x\"\nreturns = 3",
+                "returns",
+            ),
+            ("[stream_processors.p]\npath = [\"x\"]", "path"),
+            ("[stream_processors.p]\npath = \"x\"\nargs = [1]", "args"),
+            ("[stream_processors.p]\npath = \"x\"\nenv = \"A=1\"", "env"),
+            (
+                "[stream_processors.p]\naccepts = [\"x/a\"]",
+                "path is required",
+            ),
+            ("stream_processors = { p = 1 }", "must be a table"),
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(
+                e.is(stowage_core_types::ErrorKind::InvalidArgument),
+                "{bad}: {e}"
+            );
+            assert!(
+                e.message().contains("[stream_processors.\"p\"]"),
+                "{bad}: {e}"
+            );
+            assert!(e.message().contains(what), "{bad}: {e}");
         }
     }
 

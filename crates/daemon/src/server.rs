@@ -11,6 +11,7 @@ use std::time::Duration;
 use stowage_content::LocalStore;
 use stowage_core_types::snapshot::Snapshotter;
 use stowage_core_types::{Error, Result};
+use stowage_diff::StreamProcessor;
 use stowage_metadata::{Db, Options, Scheduler};
 use stowage_snapshots_native::NativeSnapshotter;
 use stowage_snapshots_overlay::OverlaySnapshotter;
@@ -51,6 +52,8 @@ pub struct State {
     pub snapshotters: BTreeMap<String, std::result::Result<(), String>>,
     /// Each snapshotter's root directory (`root_path` or its directory under the root).
     pub snapshotter_roots: BTreeMap<String, PathBuf>,
+    /// The configured `[stream_processors]`, run by the Diff service's applier.
+    pub stream_processors: Vec<StreamProcessor>,
     /// The garbage collection scheduler, stopped at shutdown.
     pub scheduler: std::sync::Mutex<Option<Scheduler>>,
 }
@@ -116,6 +119,15 @@ impl State {
             .map_err(|e| Error::io(format!("create state {}", cfg.state.display()), e))?;
         for w in &cfg.warnings {
             tracing::warn!("config: {w}");
+        }
+        for p in &cfg.stream_processors {
+            tracing::info!(
+                id = %p.id,
+                accepts = ?p.accepts,
+                returns = %p.returns,
+                path = %p.path.display(),
+                "stream processor configured"
+            );
         }
         if cfg.overlay.sync_remove == Some(false) {
             tracing::info!(
@@ -206,6 +218,7 @@ impl State {
             state: cfg.state.clone(),
             snapshotters: loaded,
             snapshotter_roots: roots,
+            stream_processors: cfg.stream_processors.clone(),
             scheduler: std::sync::Mutex::new(Some(scheduler)),
         })
     }

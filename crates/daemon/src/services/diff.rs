@@ -24,10 +24,12 @@ use crate::server::State;
 pub struct Service(pub Arc<State>);
 
 impl Service {
-    /// The differ for one request: the local differ over namespace `ns`'s content store.
+    /// The differ for one request: the local differ over namespace `ns`'s content store,
+    /// with the configured stream processors (containerd registers them once, globally, for
+    /// its walking differ; ours is built per request, so each one gets the list).
     fn differ(&self, ns: &str, lease: Option<&str>) -> stowage_core_types::Result<LocalDiffer> {
         let cs = self.0.db.content_store(ns, lease)?;
-        Ok(LocalDiffer::new(Arc::new(cs)))
+        Ok(LocalDiffer::new(Arc::new(cs)).with_processors(self.0.stream_processors.clone()))
     }
 }
 
