@@ -5,8 +5,10 @@ use stowage_core_types::mediatype;
 
 /// Accepts `media_type` if it is a layer the applier can unpack: any OCI or Docker layer type
 /// that containerd's `images.DiffCompression` knows, with no `+` suffix other than `gzip` or
-/// `zstd`. Wrapped layers (`+encrypted`, ...) need stream processors stowage does not have,
-/// and are `NotImplemented`, as they are in containerd without a processor configured.
+/// `zstd`. Wrapped layers (`+encrypted`, ...) are `NotImplemented` here, as in containerd
+/// without a processor for them: [`crate::LocalDiffer`]'s apply takes them only through a
+/// configured [`crate::StreamProcessor`] accepting their type (see [`crate::processor`]),
+/// which turns them into a type this function accepts.
 ///
 /// The applier detects the real compression from the stream's magic bytes, as containerd's
 /// decompressor does; the media type only decides whether the layer is accepted.
