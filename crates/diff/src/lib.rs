@@ -119,8 +119,10 @@ pub struct ApplyOptions {
     /// Checked before every entry: once set, the apply stops with `Canceled` (the daemon sets
     /// it when the client goes away).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// Decompress on a separate thread, overlapping with writing (default: true; plain tar
-    /// streams never use a thread).
+    /// Use helper threads (default: true): decompression of a compressed layer runs on its
+    /// own thread, overlapping with writing, and the contents of small regular files are
+    /// written by a worker while the next entries are created (for plain tar streams too).
+    /// `false` does everything on the calling thread.
     pub threaded: bool,
 }
 
