@@ -10,16 +10,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use stowage_core_types::content::{
-    Info, IngestManager, Ingester, Manager, Provider, WriterOptions,
+    Info, IngestManager, Ingester, Manager, Provider, ReaderAt, WriterOptions,
 };
-use stowage_core_types::{Descriptor, Error, Labels};
+use stowage_core_types::{Descriptor, Digest, Error, Labels};
 use stowage_metadata::ContentStore;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::blocking;
+use super::{blocking, inline};
 use crate::api::containerd::events::ContentDelete;
 use crate::api::containerd::services::content::v1::*;
 use crate::convert::{content_info_pb, content_status_pb, digest, labels, time, timestamp};
@@ -53,7 +53,9 @@ impl content_server::Content for Service {
     async fn info(&self, req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let (_, cs) = self.store(&req)?;
         let d = digest(&req.get_ref().digest, "digest").status()?;
-        let info = blocking(move || cs.info(&d)).await?;
+        // Inline on the async thread: the metadata lookup is one short bolt read transaction,
+        // which never waits on writers, so a blocking-pool hop would cost more than the work.
+        let info = inline(cs.info(&d))?;
         Ok(Response::new(InfoResponse {
             info: Some(content_info_pb(&info)),
         }))
@@ -142,61 +144,30 @@ impl content_server::Content for Service {
                 req.offset
             ))
         })?;
-        let ra = {
-            let d = d.clone();
-            blocking(move || {
-                let info = cs.info(&d)?;
-                let ra = cs.reader_at(&Descriptor::new("", d.clone(), info.size))?;
-                Ok(ra)
-            })
-            .await?
-        };
-        let size = ra.size();
-        if offset > size {
-            return Err(Status::out_of_range(format!(
-                "read past object length {size} bytes: out of range"
-            )));
-        }
-        let end = if req.size > 0 {
-            size.min(offset.saturating_add(u64::try_from(req.size).unwrap_or(0)))
-        } else {
-            size
+        let want = u64::try_from(req.size).ok().filter(|&n| n > 0);
+        // One blocking hop opens the blob and, for a small range, reads it whole: ctr reads
+        // every manifest, index and config this way, so the answer is a ready one-message
+        // stream. Larger ranges are streamed chunk by chunk from a second blocking task.
+        let opened = blocking(move || open_range(&cs, &d, offset, want)).await?;
+        let (ra, end, d) = match opened {
+            Opened::PastEnd(size) => {
+                return Err(Status::out_of_range(format!(
+                    "read past object length {size} bytes: out of range"
+                )))
+            }
+            Opened::Ready(msgs) => return Ok(Response::new(Box::pin(tokio_stream::iter(msgs)))),
+            Opened::Stream { ra, end, digest } => (ra, end, digest),
         };
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut pos = offset;
             while pos < end {
-                let want =
-                    usize::try_from((end - pos).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-                let mut buf = vec![0u8; want];
-                let mut got = 0;
-                while got < want {
-                    match ra.read_at(&mut buf[got..], pos + got as u64) {
-                        Ok(0) => break,
-                        Ok(n) => got += n,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(to_status(&e)));
-                            return;
-                        }
-                    }
-                }
-                if got == 0 {
-                    let _ = tx.blocking_send(Err(to_status(&Error::unknown(format!(
-                        "blob {d} ended at {pos}, expected {end} bytes"
-                    )))));
+                let (msg, ok) = read_chunk(ra.as_ref(), &d, offset, pos, end);
+                let got = msg.as_ref().map(|m| m.data.len() as u64).unwrap_or(0);
+                if tx.blocking_send(msg).is_err() || !ok {
                     return;
                 }
-                buf.truncate(got);
-                // containerd numbers the chunks from the start of the requested range, not
-                // from the start of the blob.
-                let msg = ReadContentResponse {
-                    offset: i64::try_from(pos - offset).unwrap_or(i64::MAX),
-                    data: buf,
-                };
-                if tx.blocking_send(Ok(msg)).is_err() {
-                    return;
-                }
-                pos += got as u64;
+                pos += got;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -261,6 +232,99 @@ impl content_server::Content for Service {
         blocking(move || cs.abort(&r)).await?;
         Ok(Response::new(()))
     }
+}
+
+/// Largest range a Read answers in one message read on its first blocking hop.
+const SMALL_READ: u64 = READ_CHUNK as u64;
+
+/// What opening a Read's range found.
+enum Opened {
+    /// The offset lies past the blob's end (its size).
+    PastEnd(u64),
+    /// The whole answer, already read.
+    Ready(Vec<Result<ReadContentResponse, Status>>),
+    /// A range too large to read up front: stream `offset..end` from `ra`.
+    Stream {
+        ra: Box<dyn ReaderAt>,
+        end: u64,
+        digest: Digest,
+    },
+}
+
+/// Opens `d` for a Read from `offset` of `want` bytes (`None`: to the end), reading the range
+/// at once when it is at most [`SMALL_READ`] bytes.
+fn open_range(
+    cs: &ContentStore,
+    d: &Digest,
+    offset: u64,
+    want: Option<u64>,
+) -> stowage_core_types::Result<Opened> {
+    let info = cs.info(d)?;
+    let ra = cs.reader_at(&Descriptor::new("", d.clone(), info.size))?;
+    let size = ra.size();
+    if offset > size {
+        return Ok(Opened::PastEnd(size));
+    }
+    let end = match want {
+        Some(n) => size.min(offset.saturating_add(n)),
+        None => size,
+    };
+    if end - offset > SMALL_READ {
+        return Ok(Opened::Stream {
+            ra,
+            end,
+            digest: d.clone(),
+        });
+    }
+    let mut msgs = Vec::with_capacity(1);
+    let mut pos = offset;
+    while pos < end {
+        let (msg, ok) = read_chunk(ra.as_ref(), d, offset, pos, end);
+        let got = msg.as_ref().map(|m| m.data.len() as u64).unwrap_or(0);
+        msgs.push(msg);
+        if !ok {
+            break;
+        }
+        pos += got;
+    }
+    Ok(Opened::Ready(msgs))
+}
+
+/// Reads the next chunk of a Read, `pos..end` capped at [`READ_CHUNK`], as its response;
+/// `false` with an error (or with a short chunk followed by nothing) ends the stream.
+fn read_chunk(
+    ra: &dyn ReaderAt,
+    d: &Digest,
+    offset: u64,
+    pos: u64,
+    end: u64,
+) -> (Result<ReadContentResponse, Status>, bool) {
+    let want = usize::try_from((end - pos).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match ra.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return (Err(to_status(&e)), false),
+        }
+    }
+    if got == 0 {
+        return (
+            Err(to_status(&Error::unknown(format!(
+                "blob {d} ended at {pos}, expected {end} bytes"
+            )))),
+            false,
+        );
+    }
+    buf.truncate(got);
+    // containerd numbers the chunks from the start of the requested range, not from the
+    // start of the blob.
+    let msg = ReadContentResponse {
+        offset: i64::try_from(pos - offset).unwrap_or(i64::MAX),
+        data: buf,
+    };
+    (Ok(msg), true)
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -386,4 +450,98 @@ fn write_session(
     // containerd answers the client's close with the last response once more.
     let _ = tx.blocking_send(Ok(msg));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::Arc;
+
+    use stowage_content::LocalStore;
+    use stowage_metadata::{Db, Options};
+
+    use super::*;
+
+    /// A namespaced store over a real local store, holding one blob a little over
+    /// [`SMALL_READ`] bytes, so both the one-message and the streaming paths are reachable.
+    fn store_with_blob(dir: &std::path::Path) -> (ContentStore, Digest, Vec<u8>) {
+        let content = Arc::new(LocalStore::open(dir.join("content")).unwrap());
+        let db = Db::open(
+            dir,
+            Options {
+                content: Some(content),
+                no_sync: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let cs = db.content_store("ns", None).unwrap();
+        let data: Vec<u8> = (0..SMALL_READ + 5).map(|i| (i % 251) as u8).collect();
+        let mut wr = cs
+            .writer(WriterOptions::with_ref("blob".to_string()))
+            .unwrap();
+        wr.write_all(&data).unwrap();
+        wr.commit(Some(data.len() as u64), None, Labels::new())
+            .unwrap();
+        let d = wr.digest();
+        (cs, d, data)
+    }
+
+    /// The messages of a ready answer as (offset, data), failing on errors.
+    fn ready(o: Opened) -> Vec<(i64, Vec<u8>)> {
+        let Opened::Ready(msgs) = o else {
+            panic!("expected a ready answer");
+        };
+        msgs.into_iter()
+            .map(|m| m.map(|m| (m.offset, m.data)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn small_ranges_are_answered_in_one_message_and_large_ones_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cs, d, data) = store_with_blob(dir.path());
+        let size = data.len() as u64;
+        let start = usize::try_from(SMALL_READ).unwrap();
+
+        // A range of exactly the limit: one message, numbered from the range's start.
+        let got = ready(open_range(&cs, &d, 3, Some(SMALL_READ)).unwrap());
+        assert_eq!(got, vec![(0, data[3..3 + start].to_vec())]);
+        // A size past the end is cut at the end.
+        let got = ready(open_range(&cs, &d, 10, Some(u64::MAX)).unwrap());
+        assert_eq!(got, vec![(0, data[10..].to_vec())]);
+        // At the end: nothing; past it: out of range with the blob's size.
+        assert!(ready(open_range(&cs, &d, size, None).unwrap()).is_empty());
+        assert!(matches!(
+            open_range(&cs, &d, size + 1, None).unwrap(),
+            Opened::PastEnd(s) if s == size
+        ));
+
+        // The whole blob is over the limit: streamed in READ_CHUNK pieces.
+        let Opened::Stream { ra, end, digest } = open_range(&cs, &d, 0, None).unwrap() else {
+            panic!("expected a stream for {size} bytes");
+        };
+        assert_eq!(end, size);
+        let mut pos = 0;
+        let mut chunks = Vec::new();
+        while pos < end {
+            let (msg, ok) = read_chunk(ra.as_ref(), &digest, 0, pos, end);
+            let msg = msg.unwrap();
+            assert!(ok);
+            pos += msg.data.len() as u64;
+            chunks.push((msg.offset, msg.data));
+        }
+        assert_eq!(
+            chunks,
+            vec![
+                (0, data[..READ_CHUNK].to_vec()),
+                (READ_CHUNK as i64, data[READ_CHUNK..].to_vec())
+            ]
+        );
+
+        // A missing blob is NotFound before anything is read.
+        let missing = Digest::from_bytes(stowage_core_types::Algorithm::Sha256, &[7; 32]).unwrap();
+        let err = open_range(&cs, &missing, 0, None).err().unwrap();
+        assert_eq!(err.kind(), stowage_core_types::ErrorKind::NotFound);
+    }
 }

@@ -41,6 +41,23 @@ where
     }
 }
 
+/// Maps the result of core work done inline on the async thread to a gRPC result, logging
+/// it as [`blocking`] does. For short work that never waits (bolt read transactions), where a
+/// hop to the blocking pool would cost more than the work itself.
+pub(crate) fn inline<T>(r: Result<T>) -> std::result::Result<T, Status> {
+    match r {
+        Ok(v) => {
+            tracing::debug!(outcome = "ok", "request done");
+            Ok(v)
+        }
+        Err(e) => {
+            let status = to_status(&e);
+            tracing::debug!(outcome = ?status.code(), error = %e, "request failed");
+            Err(status)
+        }
+    }
+}
+
 macro_rules! limits {
     ($server:expr) => {
         $server
