@@ -148,7 +148,13 @@ impl content_server::Content for Service {
         // One blocking hop opens the blob and, for a small range, reads it whole: ctr reads
         // every manifest, index and config this way, so the answer is a ready one-message
         // stream. Larger ranges are streamed chunk by chunk from a second blocking task.
-        let opened = blocking(move || open_range(&cs, &d, offset, want)).await?;
+        // A range the client sized small (ctr asks for a manifest or config by its size) is
+        // read inline: a short bolt read, an open and one small read of a blob the page cache
+        // usually holds, cheaper than the hop to the blocking pool.
+        let opened = match want {
+            Some(n) if n <= INLINE_READ => inline(open_range(&cs, &d, offset, want))?,
+            _ => blocking(move || open_range(&cs, &d, offset, want)).await?,
+        };
         let (ra, end, d) = match opened {
             Opened::PastEnd(size) => {
                 return Err(Status::out_of_range(format!(
@@ -236,6 +242,8 @@ impl content_server::Content for Service {
 
 /// Largest range a Read answers in one message read on its first blocking hop.
 const SMALL_READ: u64 = READ_CHUNK as u64;
+/// Largest requested size a Read serves on the async thread, without a blocking-pool hop.
+const INLINE_READ: u64 = 64 << 10;
 
 /// What opening a Read's range found.
 enum Opened {
