@@ -39,6 +39,39 @@ pub fn require(programs: &[&str], install_hint: &str) -> bool {
     );
 }
 
+/// A containerd 1.6 `config.toml` for a private daemon: `root`, `state`, the gRPC socket at
+/// `address` (ttrpc beside it), shims looked up under `opt`, and the plugins a storage-only
+/// daemon does not need (CRI, the other snapshotters, tracing) disabled.
+pub fn config_toml(root: &Path, state: &Path, address: &Path, opt: &Path) -> String {
+    format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp",
+]
+
+[grpc]
+  address = "{address}"
+
+[ttrpc]
+  address = "{address}.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+        root = root.display(),
+        state = state.display(),
+        address = address.display(),
+        opt = opt.display(),
+    )
+}
+
 /// A running containerd on a private root. Stopped (SIGTERM, then SIGKILL) on drop.
 #[derive(Debug)]
 pub struct Containerd {
@@ -64,33 +97,7 @@ impl Containerd {
         fs::create_dir_all(&state)?;
         fs::write(
             &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-
-[grpc]
-  address = "{address}"
-
-[ttrpc]
-  address = "{address}.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-                root = root.display(),
-                state = state.display(),
-                address = address.display(),
-                opt = workdir.join("opt").display(),
-            ),
+            config_toml(root, &state, &address, &workdir.join("opt")),
         )?;
         let child = Command::new("containerd")
             .arg("--config")

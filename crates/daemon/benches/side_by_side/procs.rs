@@ -117,33 +117,7 @@ impl Daemon {
         let config = dir.join("config.toml");
         fs::write(
             &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-
-[grpc]
-  address = "{address}"
-
-[ttrpc]
-  address = "{address}.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-                root = root.display(),
-                state = state.display(),
-                address = address.display(),
-                opt = dir.join("opt").display(),
-            ),
+            stowage_tests::containerd::config_toml(&root, &state, &address, &dir.join("opt")),
         )?;
         let log = dir.join("containerd.log");
         let child = Command::new("containerd")
