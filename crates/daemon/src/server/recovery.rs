@@ -166,7 +166,10 @@ pub fn sweep_unreferenced(db: &Db, name: &str, backend: &dyn Snapshotter) -> Res
         }
         doomed = kept;
     }
-    backend.cleanup()?;
+    // The start-up cleanup already ran; only directories these removals left need another.
+    if removed > 0 {
+        backend.cleanup()?;
+    }
     Ok(removed)
 }
 
