@@ -152,6 +152,13 @@ impl Db {
             .keys()
             .map(|k| (k.clone(), RwLock::new(())))
             .collect();
+        // A crash between a backend's commit and meta.db's leaves backend objects no record
+        // names, and no removal will ever mark that backend dirty: so every backend starts
+        // dirty and the first collection sweeps them all. (containerd 1.6 starts clean.)
+        let dirty_backends = DirtyBackends {
+            content: opts.content.is_some(),
+            snapshotters: opts.snapshotters.keys().cloned().collect(),
+        };
         Ok(Db {
             inner: Arc::new(Inner {
                 bolt,
@@ -161,7 +168,7 @@ impl Db {
                 content_lock: RwLock::new(()),
                 snapshot_locks,
                 dirty: AtomicU64::new(0),
-                dirty_backends: Mutex::new(DirtyBackends::default()),
+                dirty_backends: Mutex::new(dirty_backends),
                 mutation_callbacks: RwLock::new(Vec::new()),
                 scheduler: Mutex::new(None),
             }),
@@ -191,6 +198,16 @@ impl Db {
     /// Deletions since the last garbage collection.
     pub fn dirty(&self) -> u64 {
         self.inner.dirty.load(Ordering::Relaxed)
+    }
+
+    /// Whether a backend waits for its sweep (each does until the first collection).
+    pub(crate) fn backends_dirty(&self) -> bool {
+        let d = self
+            .inner
+            .dirty_backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        d.content || !d.snapshotters.is_empty()
     }
 
     pub(crate) fn mark_dirty(&self) {

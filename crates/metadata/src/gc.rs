@@ -3,13 +3,13 @@
 //! edges (label refs, snapshot parents, ingest expected digests), remove every unmarked blob,
 //! snapshot, lease and ingest record, then reclaim the backend objects no namespace records.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use stowage_bolt::{Bucket, ReadTx, WriteTx};
-use stowage_core_types::snapshot::Info as SnapInfo;
+use stowage_core_types::snapshot::{Info as SnapInfo, Snapshotter};
 use stowage_core_types::{Digest, Error, ErrorKind, Result};
 
 use crate::db::Db;
@@ -600,7 +600,8 @@ impl Db {
     }
 
     /// Removes backend snapshots no namespace records, children before parents, then runs
-    /// the snapshotter's cleanup.
+    /// the snapshotter's cleanup. Snapshots a crash left between the backend's commit and
+    /// meta.db's go the same way, at the first collection (every backend starts dirty).
     fn collect_snapshotter(&self, name: &str, stats: &mut GcStats) -> Result<()> {
         let Some(backend) = self.inner.snapshotters.get(name).cloned() else {
             return Ok(());
@@ -621,53 +622,79 @@ impl Db {
                 }
             }
         }
-        let mut infos: BTreeMap<String, SnapInfo> = BTreeMap::new();
+        let mut parents: HashMap<String, String> = HashMap::new();
         backend.walk(
-            &mut |i| {
-                infos.insert(i.name.clone(), i);
+            &mut |i: SnapInfo| {
+                parents.insert(i.name, i.parent);
                 Ok(())
             },
             &[],
         )?;
-        let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut roots = Vec::new();
-        for (k, i) in &infos {
-            if i.parent.is_empty() || !infos.contains_key(&i.parent) {
-                roots.push(k.clone());
-            }
-            if !i.parent.is_empty() {
-                children
-                    .entry(i.parent.clone())
-                    .or_default()
-                    .push(k.clone());
-            }
-        }
-        // Post-order without recursion: children are pruned before their parent.
-        let mut removed = Vec::new();
-        let mut stack: Vec<(String, bool)> = roots.into_iter().rev().map(|r| (r, false)).collect();
-        let mut visited = BTreeSet::new();
-        while let Some((k, expanded)) = stack.pop() {
-            if expanded {
-                if !seen.contains(&k) {
-                    match backend.remove(&k) {
-                        Ok(()) => removed.push(k),
-                        // A kept child still needs it.
-                        Err(e) if e.is(ErrorKind::FailedPrecondition) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                continue;
-            }
-            if !visited.insert(k.clone()) {
-                continue;
-            }
-            stack.push((k.clone(), true));
-            for c in children.get(&k).into_iter().flatten().rev() {
-                stack.push((c.clone(), false));
-            }
-        }
+        let removed = remove_unreferenced(backend.as_ref(), &parents, &seen)?;
         backend.cleanup()?;
         stats.snapshots_removed.insert(name.to_string(), removed);
         Ok(())
     }
+}
+
+/// Removes the snapshots of `parents` (backend key → parent key) that neither `seen` names
+/// nor a seen snapshot descends from, deepest first, so each removal finds its children
+/// already gone: one attempt per snapshot, no retry passes. Returns the removed keys.
+fn remove_unreferenced(
+    backend: &dyn Snapshotter,
+    parents: &HashMap<String, String>,
+    seen: &HashSet<String>,
+) -> Result<Vec<String>> {
+    let parent_of = |k: &str| parents.get(k).map(String::as_str).filter(|p| !p.is_empty());
+    // A kept snapshot's ancestors are its layers: they stay whatever the records say.
+    let mut needed: HashSet<&str> = HashSet::new();
+    for k in parents.keys().filter(|k| seen.contains(*k)) {
+        let mut k = Some(k.as_str());
+        while let Some(key) = k {
+            if !needed.insert(key) {
+                break;
+            }
+            k = parent_of(key);
+        }
+    }
+    // Depths, each chain walked once: climb to a known depth (or the top), then fill in the
+    // path on the way back down.
+    let mut depth: HashMap<&str, usize> = HashMap::with_capacity(parents.len());
+    let mut path = Vec::new();
+    for k in parents.keys() {
+        let mut cur = Some(k.as_str());
+        let mut base = 0;
+        while let Some(key) = cur {
+            if let Some(&d) = depth.get(key) {
+                base = d + 1;
+                break;
+            }
+            // A parent the walk did not list ends the chain, as a missing one would.
+            if !parents.contains_key(key) || path.len() > parents.len() {
+                break;
+            }
+            path.push(key);
+            cur = parent_of(key);
+        }
+        for (i, key) in path.drain(..).rev().enumerate() {
+            depth.insert(key, base + i);
+        }
+    }
+    let mut doomed: Vec<(usize, &str)> = parents
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !needed.contains(k))
+        .map(|k| (depth.get(k).copied().unwrap_or(0), k))
+        .collect();
+    doomed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let mut removed = Vec::with_capacity(doomed.len());
+    for (_, k) in doomed {
+        match backend.remove(k) {
+            Ok(()) => removed.push(k.to_string()),
+            // Gone already, or a child created since the walk holds it: the next sweep sees.
+            Err(e) if e.is(ErrorKind::NotFound) || e.is(ErrorKind::FailedPrecondition) => {}
+            Err(e) => return Err(e.context(format!("removing unreferenced snapshot {k}"))),
+        }
+    }
+    Ok(removed)
 }

@@ -25,7 +25,9 @@ pub struct GcConfig {
     pub mutation_threshold: usize,
     /// Delay between a trigger and the collection it causes. Default 0.
     pub schedule_delay: Duration,
-    /// Delay of the first collection after start. Default 100 ms.
+    /// Delay of the first collection after start. Default 100 ms. That collection also
+    /// sweeps every backend for objects no record names (a crash between commits leaves
+    /// them), so with 0 it runs at once instead of being skipped as containerd skips it.
     pub startup_delay: Duration,
 }
 
@@ -135,7 +137,8 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             cfg,
             state: Mutex::new(State {
-                next: (!cfg.startup_delay.is_zero()).then(|| Instant::now() + cfg.startup_delay),
+                next: (!cfg.startup_delay.is_zero() || db.backends_dirty())
+                    .then(|| Instant::now() + cfg.startup_delay),
                 ..State::default()
             }),
             cv: Condvar::new(),

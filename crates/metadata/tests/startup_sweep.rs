@@ -1,0 +1,226 @@
+//! Every backend starts dirty: the first collection after opening meta.db removes what a
+//! crash between a backend's commit and meta.db's left (snapshots and blobs no record names),
+//! children before parents with one removal attempt each; later collections leave backends
+//! nothing dirtied alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stowage_content::LocalStore;
+use stowage_core_types::content::{write_blob, Manager};
+use stowage_core_types::mount::Mount;
+use stowage_core_types::snapshot::{Info, Snapshotter, Usage};
+use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels, Result};
+use stowage_digest_identity::Digester;
+use stowage_metadata::{Db, GcConfig, Options, Scheduler};
+use stowage_snapshots_native::NativeSnapshotter;
+
+/// The native snapshotter, counting the removals asked of it and those it refused.
+#[derive(Debug)]
+struct Counting {
+    inner: NativeSnapshotter,
+    removes: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+impl Snapshotter for Counting {
+    fn stat(&self, key: &str) -> Result<Info> {
+        self.inner.stat(key)
+    }
+    fn update(&self, info: Info, fieldpaths: &[String]) -> Result<Info> {
+        self.inner.update(info, fieldpaths)
+    }
+    fn usage(&self, key: &str) -> Result<Usage> {
+        self.inner.usage(key)
+    }
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        self.inner.mounts(key)
+    }
+    fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
+        self.inner.prepare(key, parent, labels)
+    }
+    fn view(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
+        self.inner.view(key, parent, labels)
+    }
+    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
+        self.inner.commit(name, key, labels)
+    }
+    fn remove(&self, key: &str) -> Result<()> {
+        self.removes.fetch_add(1, Ordering::Relaxed);
+        let r = self.inner.remove(key);
+        if r.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+    fn walk(&self, f: &mut dyn FnMut(Info) -> Result<()>, filters: &[String]) -> Result<()> {
+        self.inner.walk(f, filters)
+    }
+    fn cleanup(&self) -> Result<()> {
+        self.inner.cleanup()
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    db: Db,
+    content: Arc<LocalStore>,
+    native: Arc<Counting>,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let content =
+        Arc::new(LocalStore::open(dir.path().join("io.containerd.content.v1.content")).unwrap());
+    let native = Arc::new(Counting {
+        inner: NativeSnapshotter::new(dir.path().join("io.containerd.snapshotter.v1.native"))
+            .unwrap(),
+        removes: AtomicUsize::new(0),
+        refused: AtomicUsize::new(0),
+    });
+    let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
+    snapshotters.insert("native".into(), native.clone());
+    let db = Db::open(
+        dir.path(),
+        Options {
+            content: Some(content.clone()),
+            snapshotters,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    Env {
+        _dir: dir,
+        db,
+        content,
+        native,
+    }
+}
+
+/// Writes `data` straight into the content backend, as a crash before meta.db's commit
+/// leaves it.
+fn backend_blob(e: &Env, data: &str) -> Digest {
+    let mut h = Digester::sha256();
+    h.update(data.as_bytes());
+    let d = h.finish();
+    let desc = Descriptor::new("application/octet-stream", d.clone(), data.len() as u64);
+    write_blob(
+        e.content.as_ref(),
+        data,
+        &mut data.as_bytes(),
+        &desc,
+        Labels::new(),
+    )
+    .unwrap();
+    d
+}
+
+fn backend_keys(s: &dyn Snapshotter) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    s.walk(
+        &mut |i| {
+            keys.insert(i.name);
+            Ok(())
+        },
+        &[],
+    )
+    .unwrap();
+    keys
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn first_collection_sweeps_what_no_record_names_children_first() {
+    let e = env();
+    let sn = e.db.snapshotter("native", "ns", None).unwrap();
+    sn.prepare("base-a", "", Labels::new()).unwrap();
+    sn.commit(
+        "base",
+        "base-a",
+        [("containerd.io/gc.root".to_string(), "1".to_string())].into(),
+    )
+    .unwrap();
+    let recorded = backend_keys(e.native.as_ref());
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let base_key = recorded.iter().next().unwrap().clone();
+
+    // The backend's own commits, which meta.db never recorded: a chain three deep, a child
+    // of a recorded snapshot, a lone one.
+    let b = &e.native.inner;
+    b.prepare("o1-a", "", Labels::new()).unwrap();
+    b.commit("o1", "o1-a", Labels::new()).unwrap();
+    b.prepare("o2-a", "o1", Labels::new()).unwrap();
+    b.commit("o2", "o2-a", Labels::new()).unwrap();
+    b.prepare("o3", "o2", Labels::new()).unwrap();
+    b.prepare("child", &base_key, Labels::new()).unwrap();
+    b.prepare("lone", "", Labels::new()).unwrap();
+    let orphan_blob = backend_blob(&e, "no record names me");
+
+    let stats = e.db.collect().unwrap();
+    assert!(stats.removed.is_empty(), "{:?}", stats.removed);
+    assert_eq!(backend_keys(e.native.as_ref()), recorded);
+    let removed = &stats.snapshots_removed["native"];
+    let at = |k: &str| {
+        removed
+            .iter()
+            .position(|r| r == k)
+            .unwrap_or_else(|| panic!("{k} not removed: {removed:?}"))
+    };
+    assert!(at("o3") < at("o2") && at("o2") < at("o1"), "{removed:?}");
+    at("child");
+    at("lone");
+    assert_eq!(removed.len(), 5, "{removed:?}");
+    // One attempt per snapshot, none refused for a child still in place.
+    assert_eq!(e.native.removes.load(Ordering::Relaxed), 5);
+    assert_eq!(e.native.refused.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.content_deleted, std::slice::from_ref(&orphan_blob));
+    assert_eq!(
+        e.content.info(&orphan_blob).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    sn.stat("base").unwrap();
+
+    // Swept once: a later orphan stays until something dirties its backend again.
+    b.prepare("late", "", Labels::new()).unwrap();
+    let stats = e.db.collect().unwrap();
+    assert!(stats.snapshots_removed.is_empty(), "{stats:?}");
+    assert!(backend_keys(e.native.as_ref()).contains("late"));
+}
+
+#[test]
+fn scheduler_sweeps_at_start_even_without_a_startup_delay() {
+    let e = env();
+    let orphan = backend_blob(&e, "left by a crash");
+    e.native.inner.prepare("left", "", Labels::new()).unwrap();
+    let s = Scheduler::start(
+        &e.db,
+        GcConfig {
+            startup_delay: Duration::ZERO,
+            mutation_threshold: 100_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        wait_until(|| s.collections() >= 1),
+        "no collection at start-up"
+    );
+    assert_eq!(
+        e.content.info(&orphan).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(backend_keys(e.native.as_ref()).is_empty());
+    s.stop();
+}
