@@ -21,6 +21,9 @@
 //! [plugins."io.containerd.snapshotter.v1.native"]
 //!   root_path = "/data/native"
 //! [plugins."io.containerd.metadata.v1.bolt"]
+//!   # "shared" (default): a namespace gets a blob another one stored by its digest alone;
+//!   # "isolated": it must write the whole blob (containerd 1.6 semantics; 1.7's
+//!   # containerd.io/namespace.shareable namespace label is not honoured).
 //!   content_sharing_policy = "shared"
 //! [stream_processors."io.containerd.ocicrypt.decoder.v1.tar.gzip"]
 //!   accepts = ["application/vnd.oci.image.layer.v1.tar+gzip+encrypted"]
@@ -84,9 +87,20 @@ pub struct NativeConfig {
 /// How content is shared between namespaces (the bolt plugin's `content_sharing_policy`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SharingPolicy {
-    /// A blob stored in one namespace can be added to another by its digest alone.
+    /// `"shared"`: a blob stored in one namespace can be added to another by its digest alone.
     #[default]
     Shared,
+    /// `"isolated"`: a namespace gets a blob only by writing all of its bytes.
+    Isolated,
+}
+
+impl From<SharingPolicy> for stowage_metadata::ContentSharing {
+    fn from(p: SharingPolicy) -> Self {
+        match p {
+            SharingPolicy::Shared => stowage_metadata::ContentSharing::Shared,
+            SharingPolicy::Isolated => stowage_metadata::ContentSharing::Isolated,
+        }
+    }
 }
 
 /// The daemon's effective configuration.
@@ -431,14 +445,7 @@ impl Config {
             c.sharing_policy = match b.content_sharing_policy.as_deref() {
                 // containerd keeps its default for an empty policy.
                 None | Some("") | Some("shared") => SharingPolicy::Shared,
-                // Serving "shared" instead would let any namespace read a blob by its digest
-                // alone, which is what the operator asked to prevent: refuse to start.
-                Some("isolated") => {
-                    return Err(Error::not_implemented(format!(
-                        "config: [plugins.\"{BOLT_PLUGIN}\"] content_sharing_policy \"isolated\" \
-                         is not supported by stowage yet; use \"shared\""
-                    )))
-                }
+                Some("isolated") => SharingPolicy::Isolated,
                 Some(p) => {
                     return Err(Error::invalid_argument(format!(
                         "config: [plugins.\"{BOLT_PLUGIN}\"]: unknown policy: {p}"
@@ -693,9 +700,21 @@ version = 2
             policy("shared").unwrap().sharing_policy,
             SharingPolicy::Shared
         );
-        let e = policy("isolated").unwrap_err();
-        assert!(e.is(stowage_core_types::ErrorKind::NotImplemented), "{e}");
-        assert!(e.message().contains("isolated"), "{e}");
+        assert_eq!(
+            policy("isolated").unwrap().sharing_policy,
+            SharingPolicy::Isolated
+        );
+        assert_eq!(
+            stowage_metadata::ContentSharing::from(SharingPolicy::Isolated),
+            stowage_metadata::ContentSharing::Isolated
+        );
+        assert_eq!(
+            stowage_metadata::ContentSharing::from(SharingPolicy::Shared),
+            stowage_metadata::ContentSharing::Shared
+        );
+        // Policy names are case-sensitive in containerd.
+        let e = policy("Isolated").unwrap_err();
+        assert!(e.is(stowage_core_types::ErrorKind::InvalidArgument), "{e}");
         let e = policy("open").unwrap_err();
         assert!(e.is(stowage_core_types::ErrorKind::InvalidArgument), "{e}");
         assert!(e.message().contains("unknown policy: open"), "{e}");

@@ -186,6 +186,7 @@ impl State {
                 content: Some(content),
                 snapshotters,
                 no_sync: false,
+                content_sharing: cfg.sharing_policy.into(),
             },
         )
         .map_err(|e| e.context(format!("opening metadata under {}", cfg.root.display())))?;

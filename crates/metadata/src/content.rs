@@ -3,7 +3,11 @@
 //!
 //! A blob is visible in a namespace only once committed there. With containerd's default
 //! "shared" policy, a writer opened with an expected digest the backend already holds commits
-//! into the namespace without transferring the data again. Backend ingests are named
+//! into the namespace without transferring the data again. With the "isolated" policy
+//! ([`ContentSharing::Isolated`]) that shortcut is gone: a namespace gets a blob only by
+//! writing every byte of it, even when the backend already stores it for another namespace
+//! (the backend then keeps its one copy). Everything else (visibility of Info, ReaderAt,
+//! Status, Walk) is per namespace under both policies. Backend ingests are named
 //! `<ns>/<seq>/<ref>` so namespaces never collide.
 
 use std::io;
@@ -26,6 +30,22 @@ use crate::schema::*;
 
 /// How long an ingest not held by a lease is protected from the collector.
 pub const INGEST_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// How committed content is shared between namespaces: containerd's bolt plugin option
+/// `content_sharing_policy`. Both policies keep one copy of a blob in the backend; they differ
+/// only in what a namespace must do to get a blob another namespace already committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ContentSharing {
+    /// `"shared"` (containerd's default): a writer opened with an expected digest the backend
+    /// holds (at the expected size, or with no size given) is already complete; committing it
+    /// adds the blob to the namespace without any data. Knowing a digest is enough to get it.
+    #[default]
+    Shared,
+    /// `"isolated"`: a namespace must write the whole blob before it is added there, proving it
+    /// has the content. containerd 1.6 has no per-namespace exception (1.7's
+    /// `containerd.io/namespace.shareable` label is not honoured, as 1.6 does not know it).
+    Isolated,
+}
 
 /// The content store of one namespace, optionally working under a lease.
 #[derive(Clone)]
@@ -60,6 +80,11 @@ impl Db {
             lease: lease.map(str::to_string),
             backend,
         })
+    }
+
+    /// The content sharing policy the database was opened with.
+    pub fn content_sharing(&self) -> ContentSharing {
+        self.inner.content_sharing
     }
 }
 
@@ -327,7 +352,10 @@ impl Ingester for ContentStore {
                 }
                 if let Ok(st) = self.backend.info(&want.digest) {
                     backend_has = true;
-                    if want.size == 0 || want.size == st.size {
+                    // Isolated: the blob is written again in full (the backend's commit then
+                    // finds its copy and keeps it); only the namespace record is new.
+                    let sharing = self.db.inner.content_sharing == ContentSharing::Shared;
+                    if sharing && (want.size == 0 || want.size == st.size) {
                         shared = true;
                         want.size = st.size;
                     }
@@ -377,6 +405,9 @@ impl Ingester for ContentStore {
             bopts.total = opts.total;
             if !backend_has {
                 bopts.expected = desc.clone();
+            } else if let Some(size) = desc.as_ref().map(|d| d.size).filter(|&s| s > 0) {
+                // The expected size still sets the ingest's total, as containerd's does.
+                bopts.total = Some(size);
             }
             let w = self.backend.writer(bopts)?;
             Ok((bref, Some(w)))

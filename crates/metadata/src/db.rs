@@ -14,6 +14,7 @@ use stowage_core_types::content::Store;
 use stowage_core_types::snapshot::Snapshotter;
 use stowage_core_types::{Error, Result};
 
+use crate::content::ContentSharing;
 use crate::encoding::{decode_varint, encode_varint};
 use crate::schema::*;
 
@@ -35,6 +36,8 @@ pub struct Options {
     pub snapshotters: BTreeMap<String, Arc<dyn Snapshotter>>,
     /// Skip fsync of commits (tests and benchmarks only).
     pub no_sync: bool,
+    /// How content committed in one namespace is shared with the others.
+    pub content_sharing: ContentSharing,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             content: None,
             snapshotters: BTreeMap::new(),
             no_sync: false,
+            content_sharing: ContentSharing::Shared,
         }
     }
 }
@@ -58,6 +62,7 @@ impl std::fmt::Debug for Options {
                 &self.snapshotters.keys().collect::<Vec<_>>(),
             )
             .field("no_sync", &self.no_sync)
+            .field("content_sharing", &self.content_sharing)
             .finish()
     }
 }
@@ -65,6 +70,7 @@ impl std::fmt::Debug for Options {
 pub(crate) struct Inner {
     pub(crate) bolt: stowage_bolt::Db,
     pub(crate) content: Option<Arc<dyn Store>>,
+    pub(crate) content_sharing: ContentSharing,
     pub(crate) snapshotters: BTreeMap<String, Arc<dyn Snapshotter>>,
     /// Writers hold it shared; garbage collection holds it exclusively while it marks and
     /// removes records, as containerd's `wlock`.
@@ -163,6 +169,7 @@ impl Db {
             inner: Arc::new(Inner {
                 bolt,
                 content: opts.content,
+                content_sharing: opts.content_sharing,
                 snapshotters: opts.snapshotters,
                 wlock: RwLock::new(()),
                 content_lock: RwLock::new(()),

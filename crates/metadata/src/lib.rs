@@ -40,7 +40,7 @@ mod schema;
 mod snapshots;
 
 pub use containers::{Container, Containers, Runtime};
-pub use content::{ContentStore, INGEST_EXPIRY};
+pub use content::{ContentSharing, ContentStore, INGEST_EXPIRY};
 pub use db::{db_path, Db, MutationCallback, Options, DB_FILE, PLUGIN_DIR};
 pub use encoding::{
     decode_time, decode_uvarint, decode_varint, encode_time, encode_uvarint, encode_varint, Any,
