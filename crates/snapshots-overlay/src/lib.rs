@@ -36,6 +36,11 @@ pub struct Options {
     /// Add [`UPPERDIR_LABEL`] (the snapshot's `fs` path) to the labels returned by stat,
     /// update and walk, as containerd's `WithUpperdirLabel` does. It is not stored.
     pub upperdir_label: bool,
+    /// Remove only the record on `remove` and leave the directory to
+    /// [`cleanup`](Snapshotter::cleanup), as containerd's `AsynchronousRemove` does (containerd
+    /// 1.6's plugin always sets it; 1.7's unless `sync_remove`). The garbage collector runs
+    /// cleanup after its removals. Off, `remove` deletes the directory before returning.
+    pub async_remove: bool,
 }
 
 /// The overlay snapshotter.
@@ -57,7 +62,11 @@ impl OverlaySnapshotter {
         let layout_options = LayoutOptions {
             files_subdir: Some("fs"),
             files_label: options.upperdir_label.then_some(UPPERDIR_LABEL),
-            removal: Removal::SweepOrphans,
+            removal: if options.async_remove {
+                Removal::Deferred
+            } else {
+                Removal::SweepOrphans
+            },
         };
         let layout = Layout::open(root, layout_options, check_d_type)?;
         Ok(OverlaySnapshotter {

@@ -105,6 +105,39 @@ fn cleanup_removes_only_unowned_directories() {
 }
 
 #[test]
+fn async_remove_defers_the_directory_to_cleanup_and_sync_remove_does_not() {
+    for async_remove in [true, false] {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("overlay");
+        let options = Options {
+            async_remove,
+            ..Options::default()
+        };
+        let sn = OverlaySnapshotter::with_options(&root, options).unwrap();
+        sn.prepare("a", "", Labels::new()).unwrap();
+        fs::write(root.join("snapshots/1/fs/f"), b"x").unwrap();
+        sn.commit("base", "a", Labels::new()).unwrap();
+        sn.prepare("child", "base", Labels::new()).unwrap();
+        sn.remove("child").unwrap();
+        let child_dir = root.join("snapshots/2");
+        assert_eq!(
+            child_dir.exists(),
+            async_remove,
+            "async_remove={async_remove}"
+        );
+        // The key is usable again at once, with a fresh directory.
+        let m = sn.prepare("child", "base", Labels::new()).unwrap();
+        let upper = s(&root.join("snapshots/3/fs"));
+        assert!(m[0].options.contains(&format!("upperdir={upper}")), "{m:?}");
+        sn.remove("child").unwrap();
+        sn.remove("base").unwrap();
+        sn.cleanup().unwrap();
+        let left: Vec<_> = fs::read_dir(root.join("snapshots")).unwrap().collect();
+        assert!(left.is_empty(), "async_remove={async_remove}: {left:?}");
+    }
+}
+
+#[test]
 fn upperdir_label_is_reported_not_stored() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("overlay");
@@ -112,6 +145,7 @@ fn upperdir_label_is_reported_not_stored() {
         &root,
         Options {
             upperdir_label: true,
+            ..Options::default()
         },
     )
     .unwrap();

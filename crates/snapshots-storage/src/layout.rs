@@ -38,6 +38,11 @@ pub enum Removal {
     /// record owns (this snapshot's, and any orphans) is listed in the transaction and deleted
     /// after the commit.
     SweepOrphans,
+    /// containerd's overlay snapshotter with asynchronous removal (what containerd 1.6's
+    /// plugin always asks for): only the record is removed; the directory stays, owned by no
+    /// record, until [`cleanup`](Layout::cleanup) deletes it. A crash in between leaves
+    /// nothing that cleanup does not already handle.
+    Deferred,
 }
 
 /// What differs between the snapshotters' use of the layout.
@@ -232,8 +237,9 @@ impl Layout {
         })
     }
 
-    /// Removes snapshot `key`, its record and its directory, as [`LayoutOptions::removal`]
-    /// says. Once the record is gone, failing to delete the directory leaves an orphan for
+    /// Removes snapshot `key`, its record and (unless removal is
+    /// [`Deferred`](Removal::Deferred)) its directory, as [`LayoutOptions::removal`] says.
+    /// Once the record is gone, failing to delete the directory leaves an orphan for
     /// [`cleanup`](Layout::cleanup) rather than failing the removal, as in containerd.
     pub fn remove(&self, key: &str) -> Result<()> {
         match self.options.removal {
@@ -248,6 +254,7 @@ impl Layout {
                 }
                 Ok(())
             }
+            Removal::Deferred => self.ms.update(|tx| remove_record(tx, key).map(|_| ())),
         }
     }
 
@@ -485,6 +492,45 @@ mod tests {
         let l = open(d.path(), LayoutOptions::default());
         assert_eq!(l.stat("c").unwrap().labels.get("files"), None);
         assert_eq!(l.files_dir(&s.id), d.path().join("snapshots").join(&s.id));
+    }
+
+    #[test]
+    fn deferred_removal_leaves_the_directory_to_cleanup() {
+        let d = tempfile::tempdir().unwrap();
+        let options = LayoutOptions {
+            removal: Removal::Deferred,
+            ..LayoutOptions::default()
+        };
+        let l = open(d.path(), options);
+        let a = with_dir(&l, Kind::Active, "a", "").unwrap();
+        l.commit("base", "a", Labels::new()).unwrap();
+        let child = with_dir(&l, Kind::Active, "child", "base").unwrap();
+        assert_eq!(
+            l.remove("base").unwrap_err().kind(),
+            ErrorKind::FailedPrecondition
+        );
+        l.remove("child").unwrap();
+        assert_eq!(l.stat("child").unwrap_err().kind(), ErrorKind::NotFound);
+        assert!(l.snapshot_dir(&child.id).is_dir(), "kept until cleanup");
+        // The key is free again at once, and the new snapshot gets a directory of its own.
+        let again = with_dir(&l, Kind::Active, "child", "base").unwrap();
+        assert_ne!(again.id, child.id);
+        l.remove("child").unwrap();
+        // Reopening (a restart) forgets nothing: cleanup still finds both orphans.
+        drop(l);
+        let l = open(
+            d.path(),
+            LayoutOptions {
+                removal: Removal::Deferred,
+                ..LayoutOptions::default()
+            },
+        );
+        let mut want = vec![a.id.clone(), child.id.clone(), again.id.clone()];
+        want.sort();
+        assert_eq!(entries(&l.snapshots_dir()), want);
+        l.cleanup().unwrap();
+        assert_eq!(entries(&l.snapshots_dir()), [a.id.as_str()]);
+        assert_eq!(l.stat("base").unwrap().name, "base");
     }
 
     #[test]
