@@ -70,10 +70,10 @@ pub struct OverlayConfig {
     pub root_path: Option<PathBuf>,
     /// `upperdir_label`: stat, update and walk add `containerd.io/snapshot/overlay.upperdir`.
     pub upperdir_label: bool,
-    /// `sync_remove` (containerd 1.7; 1.6 does not know it and always defers). Our overlayfs
-    /// snapshotter deletes a snapshot's directory in the same call that removes its record
-    /// (during the collection that reclaims it), which is what `true` asks for; `false` only
-    /// permits deferring that to a later cleanup, so both are accepted.
+    /// `sync_remove` (containerd 1.7; 1.6 does not know it and always defers). Unset or
+    /// `false`: removing a snapshot deletes its record and leaves the directory to the
+    /// cleanup the collector runs next, as 1.6 does; `true`: the directory goes in the same
+    /// call.
     pub sync_remove: Option<bool>,
 }
 

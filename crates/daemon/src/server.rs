@@ -129,12 +129,6 @@ impl State {
                 "stream processor configured"
             );
         }
-        if cfg.overlay.sync_remove == Some(false) {
-            tracing::info!(
-                "config: overlayfs sync_remove = false is accepted, but snapshot directories are \
-                 always removed synchronously"
-            );
-        }
         let overlay_root = cfg
             .overlay
             .root_path
@@ -159,6 +153,9 @@ impl State {
             &overlay_root,
             stowage_snapshots_overlay::Options {
                 upperdir_label: cfg.overlay.upperdir_label,
+                // containerd 1.6 always defers removal to the collector's cleanup; 1.7's
+                // `sync_remove = true` removes the directory within the call.
+                async_remove: cfg.overlay.sync_remove != Some(true),
             },
         )
         .map(|s| Arc::new(s) as Arc<dyn Snapshotter>);
