@@ -175,7 +175,6 @@ impl State {
                 }
             }
         }
-        let backends = snapshotters.clone();
         let db = Db::open(
             &cfg.root,
             Options {
@@ -198,15 +197,8 @@ impl State {
             );
         }
         recovery::remove_temp_beside(&cfg.root.join(UUID_FILE))?;
-        for (name, backend) in &backends {
-            match recovery::sweep_unreferenced(&db, name, backend.as_ref()) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(snapshotter = %name, removed = n, "removed snapshots no record refers to")
-                }
-                Err(e) => tracing::warn!(snapshotter = %name, error = %e, "start-up sweep failed"),
-            }
-        }
+        // Backend snapshots and blobs no record names (a crash between a backend's commit and
+        // meta.db's) go at the scheduler's first collection: every backend starts dirty.
         let scheduler = Scheduler::start(&db, cfg.gc)?;
         Ok(State {
             db,
