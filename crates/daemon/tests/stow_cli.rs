@@ -155,8 +155,10 @@ fn stow_lists_what_ctr_lists() {
     );
     assert_eq!(lines(&plugins), ["native", "overlayfs"]);
 
-    let err = stow_fails(&d, &["images", "rm", "nope"]);
-    assert!(err.contains("not found"), "{err}");
+    // As ctr: a missing image is a warning, not a failure.
+    let out = stow_run(&d, &["images", "rm", "nope"], b"");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope: image not found"));
     let err = stow_fails(&d, &["snapshots", "--snapshotter", "zfs", "ls"]);
     assert!(err.contains("snapshotter not loaded: zfs"), "{err}");
 }
@@ -388,10 +390,9 @@ fn stow_snapshots_content_and_containers_as_ctr_sees_them() {
         &[
             "containers",
             "create",
-            "--image",
-            &f.reference,
             "--label",
             "k=v",
+            &f.reference,
             "c1",
             "/bin/true",
             "-x",
@@ -419,13 +420,14 @@ fn stow_snapshots_content_and_containers_as_ctr_sees_them() {
         d.ok(&["leases", "ls", "-q"]).trim().is_empty(),
         "the create's lease must end"
     );
+    // As with ctr, the record also carries the image's stop signal (SIGTERM by default).
     assert_eq!(
         stow(&d, &["containers", "label", "c1", "k=", "team=x"]).trim(),
-        "team=x"
+        "io.containerd.image.config.stop-signal=SIGTERM,team=x"
     );
     assert_eq!(
         json(&d.ok(&["containers", "info", "c1"]))["Labels"],
-        serde_json::json!({"team": "x"})
+        serde_json::json!({"team": "x", "io.containerd.image.config.stop-signal": "SIGTERM"})
     );
     let img_labels = stow(&d, &["images", "label", &f.reference, "a=1", "b=2"]);
     assert_eq!(img_labels.trim(), "a=1,b=2");

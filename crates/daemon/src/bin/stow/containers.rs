@@ -1,24 +1,37 @@
 //! `containers ls|info|create|label|rm`: container records (stowage stores them; it runs nothing).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
+use stowage_core_types::mount::Mount;
 use stowage_core_types::platform::Matcher;
+use stowage_core_types::snapshot::Snapshotter as _;
 use stowage_daemon::api::containerd::services::containers::v1::*;
 use stowage_daemon::api::containerd::services::snapshots::v1 as snapshots_pb;
 
 use crate::output::{
     label_args, label_update, labels_joined, print_json, rfc3339_nano, system_time, ListArgs, Table,
 };
-use crate::{blocking, rpc, Ctx};
+use stowage_snapshots_storage::mount::{mount_all, unmount_all};
+
+use crate::{blocking, rpc, spec, Ctx};
 
 /// The type URL containerd gives an OCI runtime spec (the value is the spec's JSON).
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// The runtime ctr records by default.
 const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
+/// The type URL of runc's (empty) options, which ctr records for the default runtime.
+const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
+/// The type URL of the options carrying `--runtime-config-path` for other runtimes.
+const RUNTIME_OPTIONS_TYPE_URL: &str = "runtimeoptions.v1.Options";
+/// The label holding the signal that stops the container.
+const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
+/// The stop signal when the image names none.
+const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
 
 /// The `containers` verbs.
 #[derive(Debug, Subcommand)]
@@ -33,9 +46,10 @@ pub enum Cmd {
         spec: bool,
         id: String,
     },
-    /// Record a container: with --image, the image is unpacked if needed and an active
-    /// snapshot on it is prepared for the container's root filesystem.
-    Create(CreateArgs),
+    /// Record a container as `ctr containers create` does: the image is unpacked if needed,
+    /// an active snapshot named by the ID is prepared on it, and containerd's default spec
+    /// is recorded with the image's process defaults; or, with --config, the given spec.
+    Create(Box<CreateArgs>),
     /// Set (`k=v`) or remove (`k=`) labels of a container; prints the labels it has then.
     Label { id: String, labels: Vec<String> },
     /// Remove containers and (unless --keep-snapshot) their snapshots.
@@ -48,28 +62,76 @@ pub enum Cmd {
     },
 }
 
-/// The arguments of `containers create`.
+/// The arguments of `containers create`: ctr's, where they only shape the record.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
-    /// The image the container runs.
-    #[arg(long)]
-    image: Option<String>,
     /// Snapshotter of the container's snapshot.
     #[arg(long, env = "CONTAINERD_SNAPSHOTTER", default_value = crate::snapshots::DEFAULT)]
     snapshotter: String,
-    /// Key of the container's snapshot (default: the container ID).
+    /// Labels (`k=v`) of the new snapshot, repeatable.
+    #[arg(long = "snapshotter-label")]
+    snapshotter_labels: Vec<String>,
+    /// An OCI runtime spec (JSON) to record instead of the default one; then only the
+    /// container ID is given, and no image.
+    #[arg(short = 'c', long)]
+    config: Option<PathBuf>,
+    /// Working directory of the process.
     #[arg(long)]
-    snapshot_key: Option<String>,
+    cwd: Option<String>,
+    /// Environment variables (`K=v`; a bare `K` unsets), repeatable.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// A file of environment variables, one a line.
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    /// Labels (`k=v`), repeatable; they become spec annotations too, as in ctr.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// OCI annotations (`k=v`), repeatable.
+    #[arg(long = "annotation")]
+    annotations: Vec<String>,
+    /// Extra mounts (`type=bind,src=/a,dst=/b,options=rbind:ro`), repeatable.
+    #[arg(long = "mount")]
+    mounts: Vec<String>,
+    /// Make the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
     /// Runtime name recorded for the container.
     #[arg(long, default_value = DEFAULT_RUNTIME)]
     runtime: String,
-    /// Labels (`k=v`), repeatable.
-    #[arg(long = "label")]
-    labels: Vec<String>,
-    /// The container ID.
-    id: String,
-    /// Command and arguments (default: the image's entrypoint and command).
-    #[arg(trailing_var_arg = true)]
+    /// Config path handed to a runtime other than runc (recorded in the runtime options).
+    #[arg(long)]
+    runtime_config_path: Option<String>,
+    /// Give the process a terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Join an existing Linux namespace (`nstype:path`), repeatable.
+    #[arg(long = "with-ns")]
+    with_ns: Vec<String>,
+    /// Turn off the spec's noNewPrivileges.
+    #[arg(long)]
+    allow_new_privs: bool,
+    /// Memory limit in bytes.
+    #[arg(long)]
+    memory_limit: Option<u64>,
+    /// Add Linux capabilities (`CAP_...`), repeatable.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities (`CAP_...`), repeatable.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// CPU CFS quota (-1: unset).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    cpu_quota: i64,
+    /// CPU CFS period (0: unset).
+    #[arg(long, default_value_t = 0)]
+    cpu_period: u64,
+    /// Propagation of the root filesystem mount.
+    #[arg(long)]
+    rootfs_propagation: Option<String>,
+    /// `IMAGE ID [COMMAND [ARG...]]` (the command defaults to the image's), or with
+    /// --config only `ID`.
+    #[arg(trailing_var_arg = true, value_name = "IMAGE ID [COMMAND [ARG...]]")]
     args: Vec<String>,
 }
 
@@ -121,7 +183,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                 container_json(&x)
             });
         }
-        Cmd::Create(args) => create(ctx, args).await?,
+        Cmd::Create(args) => create(ctx, *args).await?,
         Cmd::Label { id, labels } => {
             let x = match label_update(&labels) {
                 None => get(ctx, &id).await?,
@@ -184,79 +246,251 @@ async fn get(ctx: &Ctx, id: &str) -> Result<Container> {
         .with_context(|| format!("the daemon returned no record for container {id}"))
 }
 
-/// A minimal OCI runtime spec: the process (args, env, cwd) and the root filesystem
-/// directory, taken from the image config's defaults where the command line gives none.
-fn minimal_spec(config: Option<&Value>, args: Vec<String>) -> Value {
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let args = if args.is_empty() {
-        let mut a = strings(config.and_then(|c| c.get("Entrypoint")));
-        a.extend(strings(config.and_then(|c| c.get("Cmd"))));
-        a
-    } else {
-        args
-    };
-    let mut env = strings(config.and_then(|c| c.get("Env")));
-    if env.is_empty() {
-        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+/// The runtime options ctr records: empty runc options for runc, a config path for other
+/// runtimes when one is given.
+fn runtime_options(runtime: &str, config_path: Option<&str>) -> Option<prost_types::Any> {
+    if runtime == DEFAULT_RUNTIME {
+        return Some(prost_types::Any {
+            type_url: RUNC_OPTIONS_TYPE_URL.into(),
+            value: Vec::new(),
+        });
     }
-    let cwd = config
-        .and_then(|c| c.get("WorkingDir"))
+    config_path.filter(|p| !p.is_empty()).map(|p| {
+        use prost::Message as _;
+        prost_types::Any {
+            type_url: RUNTIME_OPTIONS_TYPE_URL.into(),
+            value: RuntimeConfigOptions {
+                type_url: String::new(),
+                config_path: p.to_string(),
+            }
+            .encode_to_vec(),
+        }
+    })
+}
+
+/// containerd's `runtimeoptions.v1.Options`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuntimeConfigOptions {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(string, tag = "2")]
+    config_path: String,
+}
+
+/// `k=v` arguments as a map; unlike labels, a value is required.
+fn annotation_args(args: &[String]) -> Result<HashMap<String, String>> {
+    args.iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("annotation {a:?} is not key=value"))
+        })
+        .collect()
+}
+
+/// What the image gives a container.
+struct FromImage {
+    /// The image config's `config` object (runtime defaults), if any.
+    config: Option<Value>,
+    /// The image record's labels.
+    labels: HashMap<String, String>,
+    /// /etc/passwd and /etc/group of the prepared root filesystem (`None`: absent).
+    passwd: Option<String>,
+    group: Option<String>,
+}
+
+/// The largest key plus value containerd accepts for a label.
+const MAX_LABEL: usize = 4096;
+
+/// The container labels ctr records for an image: the config's labels, the image record's
+/// (those containerd would accept), then the command line's, and the stop signal.
+fn image_labels(img: &FromImage, cmd: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = img
+        .config
+        .as_ref()
+        .and_then(|c| c.get("Labels"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (k, v) in &img.labels {
+        if k.len() + v.len() > MAX_LABEL {
+            eprintln!("stow: warning: image label {k} is too long for a container; left out");
+            continue;
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    out.extend(cmd.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let stop = img
+        .config
+        .as_ref()
+        .and_then(|c| c.get("StopSignal"))
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .unwrap_or("/");
-    json!({"ociVersion": "1.0.2-dev",
-           "process": {"user": {"uid": 0, "gid": 0}, "args": args, "env": env, "cwd": cwd},
-           "root": {"path": "rootfs"}})
+        .unwrap_or(DEFAULT_STOP_SIGNAL);
+    out.insert(STOP_SIGNAL_LABEL.into(), stop.into());
+    out
+}
+
+/// The spec ctr generates for these arguments: the default Unix spec edited by the flags
+/// and, with an image, its config, in ctr's order.
+fn generated_spec(
+    a: &CreateArgs,
+    ns: &str,
+    id: &str,
+    args: &[String],
+    image: Option<&FromImage>,
+) -> Result<Value> {
+    let mut s = spec::default_unix(ns, id);
+    if let Some(f) = &a.env_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --env-file {}", f.display()))?;
+        let vars: Vec<String> = text.lines().map(str::to_string).collect();
+        spec::with_env(&mut s, &vars);
+    }
+    spec::with_env(&mut s, &a.env);
+    let mounts = a
+        .mounts
+        .iter()
+        .map(|m| spec::parse_mount(m))
+        .collect::<Result<Vec<_>>>()?;
+    spec::with_mounts(&mut s, mounts);
+    if let Some(img) = image {
+        let mut read = |path: &str| -> Result<Option<String>> {
+            Ok(match path {
+                "/etc/passwd" => img.passwd.clone(),
+                "/etc/group" => img.group.clone(),
+                _ => None,
+            })
+        };
+        spec::with_image_config(&mut s, img.config.as_ref(), &mut read)?;
+    }
+    if a.read_only {
+        s["root"]["readonly"] = json!(true);
+    }
+    if !args.is_empty() {
+        s["process"]["args"] = json!(args);
+    }
+    if let Some(cwd) = &a.cwd {
+        s["process"]["cwd"] = json!(cwd);
+    }
+    if a.tty {
+        s["process"]["terminal"] = json!(true);
+        let mut env = spec::env(&s);
+        env.push("TERM=xterm".into());
+        s["process"]["env"] = json!(env);
+    }
+    spec::with_annotations(&mut s, &annotation_args(&a.annotations)?);
+    for (flag, caps) in [("--cap-add", &a.cap_add), ("--cap-drop", &a.cap_drop)] {
+        if let Some(c) = caps.iter().find(|c| !c.starts_with("CAP_")) {
+            bail!("{flag} {c}: capabilities are named with the CAP_ prefix");
+        }
+    }
+    if !a.cap_add.is_empty() {
+        spec::with_added_caps(&mut s, &a.cap_add);
+    }
+    if !a.cap_drop.is_empty() {
+        spec::with_dropped_caps(&mut s, &a.cap_drop);
+    }
+    if a.cpu_quota != -1 || a.cpu_period != 0 {
+        let cpu = spec::resources(&mut s)
+            .entry("cpu")
+            .or_insert_with(|| json!({}));
+        cpu["quota"] = json!(a.cpu_quota);
+        cpu["period"] = json!(a.cpu_period);
+    }
+    for ns in &a.with_ns {
+        let (kind, path) = ns
+            .split_once(':')
+            .filter(|(_, p)| !p.contains(':'))
+            .with_context(|| format!("--with-ns {ns}: use nstype:path"))?;
+        if !["pid", "network", "uts", "mount", "user", "ipc", "cgroup"].contains(&kind) {
+            bail!("--with-ns {ns}: {kind} is not a Linux namespace type");
+        }
+        spec::with_namespace(&mut s, kind, path);
+    }
+    if a.allow_new_privs {
+        s["process"]["noNewPrivileges"] = json!(false);
+    }
+    if let Some(limit) = a.memory_limit.filter(|l| *l != 0) {
+        // Go stores the limit as a signed 64-bit number.
+        spec::resources(&mut s).insert("memory".into(), json!({"limit": limit as i64}));
+    }
+    if let Some(p) = a.rootfs_propagation.as_deref().filter(|p| !p.is_empty()) {
+        s["linux"]["rootfsPropagation"] = json!(p);
+    }
+    Ok(s)
 }
 
 async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
-    let CreateArgs {
-        image,
-        snapshotter,
-        snapshot_key,
-        runtime,
-        labels,
-        id,
-        args,
-    } = a;
+    let (reference, id, cmd) = match (&a.config, a.args.as_slice()) {
+        (Some(_), [id]) => (None, id.clone(), Vec::new()),
+        (Some(_), _) => bail!("with --config, give only the container ID"),
+        (None, [image, id, cmd @ ..]) => (Some(image.clone()), id.clone(), cmd.to_vec()),
+        (None, _) => bail!("give the image and the container ID: IMAGE ID [COMMAND [ARG...]]"),
+    };
+    if id.is_empty() {
+        bail!("the container ID must not be empty");
+    }
+    let labels = label_args(&a.labels);
     let mut container = Container {
         id: id.clone(),
-        labels: label_args(&labels),
         runtime: Some(container::Runtime {
-            name: runtime,
-            options: None,
+            name: a.runtime.clone(),
+            options: runtime_options(&a.runtime, a.runtime_config_path.as_deref()),
         }),
         ..Default::default()
     };
     let mut lease = None;
-    let mut config = None;
-    if let Some(reference) = &image {
+    let spec = if let Some(path) = &a.config {
+        let text = std::fs::read(path)
+            .with_context(|| format!("reading the spec file {}", path.display()))?;
+        let mut s: Value = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not an OCI runtime spec (JSON)", path.display()))?;
+        if !s.is_object() {
+            bail!(
+                "{} is not an OCI runtime spec (a JSON object)",
+                path.display()
+            );
+        }
+        container.labels = labels.clone();
+        spec::with_annotations(&mut s, &labels);
+        s
+    } else {
+        let reference = reference.unwrap_or_default();
         // A short lease holds the unpacked layers and the new snapshot until the container
         // record references the snapshot.
         let l = crate::leases::create(ctx, "", Duration::from_secs(3600), HashMap::new()).await?;
-        let key = snapshot_key.unwrap_or_else(|| id.clone());
-        let prepared = prepare(ctx, reference, &snapshotter, &key, &l.id).await;
-        lease = Some(l.id);
-        match prepared {
-            Ok(cfg) => config = cfg,
+        lease = Some(l.id.clone());
+        let sn_labels = label_args(&a.snapshotter_labels);
+        let made = prepare(ctx, &reference, &a.snapshotter, &id, sn_labels, &l.id).await;
+        let img = match made {
+            Ok(img) => img,
             Err(e) => {
                 end_lease(ctx, lease).await;
                 return Err(e);
             }
+        };
+        container.image = reference;
+        container.snapshotter = a.snapshotter.clone();
+        container.snapshot_key = id.clone();
+        container.labels = image_labels(&img, &labels);
+        let s = generated_spec(&a, &ctx.namespace, &id, &cmd, Some(&img)).map(|mut s| {
+            spec::with_annotations(&mut s, &labels);
+            s
+        });
+        match s {
+            Ok(s) => s,
+            Err(e) => {
+                remove_snapshot(ctx, &container).await;
+                end_lease(ctx, lease).await;
+                return Err(e);
+            }
         }
-        container.image = reference.clone();
-        container.snapshotter = snapshotter;
-        container.snapshot_key = key;
-    }
-    let spec = minimal_spec(config.as_ref(), args);
+    };
     container.spec = Some(prost_types::Any {
         type_url: SPEC_TYPE_URL.into(),
         value: serde_json::to_vec(&spec).context("encoding the spec")?,
@@ -269,19 +503,27 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
         .await
         .map_err(rpc)
         .with_context(|| format!("creating container {id}"));
-    if created.is_err() && !container.snapshot_key.is_empty() {
-        let mut s = svc!(ctx, snapshots_pb::snapshots_client::SnapshotsClient<_>);
-        let _ = s
-            .remove(snapshots_pb::RemoveSnapshotRequest {
-                snapshotter: container.snapshotter.clone(),
-                key: container.snapshot_key.clone(),
-            })
-            .await;
+    if created.is_err() {
+        remove_snapshot(ctx, &container).await;
     }
     end_lease(ctx, lease).await;
     created?;
     println!("{id}");
     Ok(())
+}
+
+/// Removes the snapshot a failed create prepared; the create's error is the one reported.
+async fn remove_snapshot(ctx: &Ctx, container: &Container) {
+    if container.snapshot_key.is_empty() {
+        return;
+    }
+    let mut s = svc!(ctx, snapshots_pb::snapshots_client::SnapshotsClient<_>);
+    let _ = s
+        .remove(snapshots_pb::RemoveSnapshotRequest {
+            snapshotter: container.snapshotter.clone(),
+            key: container.snapshot_key.clone(),
+        })
+        .await;
 }
 
 /// Ends the create's lease; a failure to do so leaves a lease that expires on its own.
@@ -292,14 +534,15 @@ async fn end_lease(ctx: &Ctx, lease: Option<String>) {
 }
 
 /// Unpacks `reference` into `sn` if needed and prepares `key` on it under `lease`; returns
-/// the image config's runtime defaults.
+/// what the image gives the container, its users and groups read from the prepared tree.
 async fn prepare(
     ctx: &Ctx,
     reference: &str,
     sn: &str,
     key: &str,
+    labels: HashMap<String, String>,
     lease: &str,
-) -> Result<Option<Value>> {
+) -> Result<FromImage> {
     let chain = crate::images::unpack(ctx, reference, sn, Matcher::host(), lease).await?;
     let img = crate::images::get(ctx, reference).await?;
     let target = crate::images::target(&img)?;
@@ -314,28 +557,169 @@ async fn prepare(
         snapshotter: sn.into(),
         key: key.into(),
         parent: chain.to_string(),
-        labels: HashMap::new(),
+        labels,
     })
     .await
     .map_err(rpc)
     .with_context(|| format!("preparing snapshot {key} on {reference}"))?;
-    Ok(config)
+    let snap = crate::images::snapshotter(ctx, sn, Some(lease)).await?;
+    let k = key.to_string();
+    let read = blocking(move || {
+        let mounts = snap
+            .mounts(&k)
+            .with_context(|| format!("mounts of snapshot {k}"))?;
+        read_users(mounts)
+    })
+    .await;
+    let (passwd, group) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = s
+                .remove(snapshots_pb::RemoveSnapshotRequest {
+                    snapshotter: sn.into(),
+                    key: key.into(),
+                })
+                .await;
+            return Err(e);
+        }
+    };
+    Ok(FromImage {
+        config,
+        labels: img.labels,
+        passwd,
+        group,
+    })
+}
+
+/// /etc/passwd and /etc/group of a snapshot, mounted read-only for the reading as
+/// containerd does (it looks users and groups up in the container's own tree).
+fn read_users(mut mounts: Vec<Mount>) -> Result<(Option<String>, Option<String>)> {
+    if let [m] = mounts.as_mut_slice() {
+        if m.kind == "overlay" {
+            m.options.push("ro".into());
+        }
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "stow-rootfs-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let read = mount_all(&mounts, &dir)
+        .with_context(|| {
+            format!(
+                "mounting the container's root filesystem on {} (stow needs root for this)",
+                dir.display()
+            )
+        })
+        .and_then(|()| {
+            let r = spec::read_in_root(&dir, "/etc/passwd")
+                .and_then(|p| spec::read_in_root(&dir, "/etc/group").map(|g| (p, g)));
+            let u = unmount_all(&dir).with_context(|| format!("unmounting {}", dir.display()));
+            let r = r?;
+            u?;
+            Ok(r)
+        });
+    let _ = std::fs::remove_dir(&dir);
+    read
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        a: CreateArgs,
+    }
+
+    fn args(v: &[&str]) -> CreateArgs {
+        T::parse_from(std::iter::once("t").chain(v.iter().copied())).a
+    }
+
+    fn img(config: Value) -> FromImage {
+        FromImage {
+            config: Some(config),
+            labels: HashMap::from([("from.record".to_string(), "r".to_string())]),
+            passwd: None,
+            group: None,
+        }
+    }
 
     #[test]
-    fn spec_takes_the_image_defaults_unless_args_are_given() {
-        let cfg = json!({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"], "Env": ["A=1"],
-                         "WorkingDir": "/srv"});
-        let s = minimal_spec(Some(&cfg), Vec::new());
-        assert_eq!(s["process"]["args"], json!(["/bin/sh", "-c", "echo hi"]));
-        assert_eq!(s["process"]["env"], json!(["A=1"]));
-        assert_eq!(s["process"]["cwd"], "/srv");
-        let s = minimal_spec(Some(&cfg), vec!["true".into()]);
-        assert_eq!(s["process"]["args"], json!(["true"]));
-        assert_eq!(minimal_spec(None, Vec::new())["process"]["cwd"], "/");
+    fn command_line_edits_follow_the_image_defaults() {
+        let a = args(&[
+            "--env",
+            "A=2",
+            "--cwd",
+            "/w",
+            "-t",
+            "--read-only",
+            "--annotation",
+            "x=1",
+            "--cap-drop",
+            "CAP_KILL",
+            "--cap-add",
+            "CAP_SYS_ADMIN",
+            "--memory-limit",
+            "64",
+            "--with-ns",
+            "network:/run/netns/n",
+            "img",
+            "c1",
+            "/bin/true",
+            "-x",
+        ]);
+        assert_eq!(a.args, ["img", "c1", "/bin/true", "-x"]);
+        let cfg = json!({"Env": ["A=1", "PATH=/b"], "Entrypoint": ["/e"], "Cmd": ["c"]});
+        let s = generated_spec(&a, "ns", "c1", &a.args[2..], Some(&img(cfg))).unwrap();
+        assert_eq!(s["process"]["args"], json!(["/bin/true", "-x"]));
+        assert_eq!(s["process"]["env"], json!(["A=2", "PATH=/b", "TERM=xterm"]));
+        assert_eq!(s["process"]["cwd"], "/w");
+        assert_eq!(s["process"]["terminal"], true);
+        assert_eq!(s["root"], json!({"path": "rootfs", "readonly": true}));
+        assert_eq!(s["annotations"], json!({"x": "1"}));
+        let caps = s["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(caps.contains(&json!("CAP_SYS_ADMIN")) && !caps.contains(&json!("CAP_KILL")));
+        assert_eq!(s["linux"]["resources"]["memory"], json!({"limit": 64}));
+        assert_eq!(s["linux"]["cgroupsPath"], "/ns/c1");
+        assert_eq!(
+            s["linux"]["namespaces"][4],
+            json!({"type": "network", "path": "/run/netns/n"})
+        );
+        assert!(s["linux"]["resources"].get("cpu").is_none());
+
+        let bad = args(&["--cap-add", "SYS_ADMIN", "img", "c1"]);
+        assert!(generated_spec(&bad, "ns", "c1", &[], None).is_err());
+    }
+
+    #[test]
+    fn labels_layer_config_record_command_line_then_stop_signal() {
+        let i = img(json!({"Labels": {"a": "cfg", "b": "cfg"}, "StopSignal": "SIGINT"}));
+        let cmd = HashMap::from([("b".to_string(), "cmd".to_string())]);
+        let l = image_labels(&i, &cmd);
+        assert_eq!(l["a"], "cfg");
+        assert_eq!(l["b"], "cmd");
+        assert_eq!(l["from.record"], "r");
+        assert_eq!(l[STOP_SIGNAL_LABEL], "SIGINT");
+        assert_eq!(
+            image_labels(&img(json!({})), &cmd)[STOP_SIGNAL_LABEL],
+            "SIGTERM"
+        );
+    }
+
+    #[test]
+    fn runtime_options_as_ctr_records_them() {
+        let runc = runtime_options(DEFAULT_RUNTIME, None).unwrap();
+        assert_eq!(runc.type_url, RUNC_OPTIONS_TYPE_URL);
+        assert!(runc.value.is_empty());
+        assert!(runtime_options("io.x.v1", None).is_none());
+        let o = runtime_options("io.x.v1", Some("/c.toml")).unwrap();
+        assert_eq!(o.value, b"\x12\x07/c.toml");
     }
 }

@@ -137,17 +137,32 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             t.print(ctx.format, quiet);
         }
         Cmd::Rm { sync, names } => {
+            // As ctr: a name that is not there is a warning, any other failure is reported
+            // and the rest are still removed; the first failure is the exit status.
             let n = names.len();
+            let mut first_err = None;
             for (k, name) in names.into_iter().enumerate() {
-                c.delete(DeleteImageRequest {
-                    name: name.clone(),
-                    // As ctr: only the last removal waits for the collector.
-                    sync: sync && k + 1 == n,
-                })
-                .await
-                .map_err(rpc)
-                .with_context(|| format!("removing image {name}"))?;
-                println!("{name}");
+                let r = c
+                    .delete(DeleteImageRequest {
+                        name: name.clone(),
+                        // As ctr: only the last removal waits for the collector.
+                        sync: sync && k + 1 == n,
+                    })
+                    .await;
+                match r {
+                    Ok(_) => println!("{name}"),
+                    Err(st) if st.code() == tonic::Code::NotFound => {
+                        eprintln!("stow: warning: {name}: image not found");
+                    }
+                    Err(st) => {
+                        let e = rpc(st).context(format!("unable to delete {name}"));
+                        eprintln!("stow: error: {e:#}");
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
             }
         }
         Cmd::Tag { source, target } => {

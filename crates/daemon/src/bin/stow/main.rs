@@ -20,6 +20,7 @@ mod namespaces;
 mod output;
 mod plugins;
 mod snapshots;
+mod spec;
 
 use std::path::PathBuf;
 

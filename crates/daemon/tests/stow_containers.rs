@@ -1,0 +1,488 @@
+//! `stow containers create` and `stow images rm` held against ctr: the same commands through
+//! both tools against one stowaged, the container records read back with Containers.Get and
+//! compared field by field; `images rm` also against containerd itself.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{require_ctr, Stowaged};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use stowage_daemon::api::containerd::services::containers::v1 as cpb;
+use stowage_daemon::client;
+use stowage_daemon::client::{connect, Headers};
+use stowage_tests::containerd::Containerd;
+
+fn stow_out(address: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stow"))
+        .arg("--address")
+        .arg(address)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ctr_out(address: &Path, args: &[&str]) -> Output {
+    Command::new("ctr")
+        .arg("--address")
+        .arg(address)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(what: &str, o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn stow_images_rm_warns_and_goes_on_as_ctr_does() {
+    if !require_ctr(false) {
+        return;
+    }
+    let f = &common::fixtures()[0];
+    let dir = tempfile::tempdir().unwrap();
+    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
+    d.ok(&[
+        "images",
+        "import",
+        "--no-unpack",
+        f.archive.to_str().unwrap(),
+    ]);
+    let tag = |names: &[&str]| {
+        for n in names {
+            d.ok(&["images", "tag", &f.reference, n]);
+        }
+    };
+    // Missing names around present ones: each present one is removed and printed, each
+    // missing one warned about on stderr, and the exit status is success.
+    let args = ["images", "rm", "nope:1", "t:1", "nope:2", "t:2"];
+    tag(&["t:1", "t:2"]);
+    let by_ctr = ctr_out(&d.address, &args);
+    tag(&["t:1", "t:2"]);
+    let by_stow = stow_out(&d.address, &args);
+    for (who, o) in [("ctr", &by_ctr), ("stow", &by_stow)] {
+        assert!(o.status.success(), "{who}: {}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), "t:1\nt:2\n", "{who}");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("nope:1: image not found") && err.contains("nope:2: image not found"),
+            "{who}: {err}"
+        );
+        assert!(err.contains("warning"), "{who}: {err}");
+    }
+    assert!(!d.ok(&["images", "ls", "-q"]).contains("t:"));
+
+    // Any other failure is reported for each name, the rest still tried, and the first
+    // one is the exit status.
+    let args = ["-n", "bad!ns", "images", "rm", "a:1", "b:1"];
+    for (who, o) in [
+        ("ctr", ctr_out(&d.address, &args)),
+        ("stow", stow_out(&d.address, &args)),
+    ] {
+        assert!(!o.status.success(), "{who} succeeded");
+        assert!(o.stdout.is_empty(), "{who}");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("unable to delete a:1") && err.contains("unable to delete b:1"),
+            "{who}: {err}"
+        );
+        assert!(err.contains("invalid argument"), "{who}: {err}");
+    }
+}
+
+#[test]
+fn stow_images_rm_of_a_missing_image_against_containerd() {
+    if !require_ctr(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Containerd::start(&dir.path().join("root"), dir.path()).unwrap();
+    let args = ["images", "rm", "nope:1"];
+    for (who, o) in [
+        ("ctr", ctr_out(&c.address, &args)),
+        ("stow", stow_out(&c.address, &args)),
+    ] {
+        assert!(o.status.success(), "{who}: {}", text(&o.stderr));
+        assert!(o.stdout.is_empty(), "{who}");
+        assert!(
+            text(&o.stderr).contains("nope:1: image not found"),
+            "{who}: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+fn sha(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Go's name of this machine's architecture.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        a => a,
+    }
+}
+
+/// An OCI archive of one image whose config sets every runtime default a container takes
+/// (user, environment, entrypoint and command, working directory, labels, stop signal) and
+/// whose tree holds the /etc/passwd and /etc/group the user is looked up in.
+fn image_archive(dir: &Path, name: &str) -> std::path::PathBuf {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8], kind: tar::EntryType| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        layer.append_data(&mut h, path, data).unwrap();
+    };
+    add("etc/", b"", tar::EntryType::Directory);
+    add(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        tar::EntryType::Regular,
+    );
+    add(
+        "etc/group",
+        b"root:x:0:\napp:x:1001:\nwheel:x:10:root,app\nstaff:x:50:app\n",
+        tar::EntryType::Regular,
+    );
+    add("srv/", b"", tar::EntryType::Directory);
+    let layer = layer.into_inner().unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": go_arch(), "os": "linux",
+        "config": {
+            "User": "app", "Env": ["PATH=/usr/bin:/bin", "A=1"],
+            "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"], "WorkingDir": "/srv",
+            "Labels": {"img.label": "1", "k": "from-image"}, "StopSignal": "SIGINT"
+        },
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&layer))]}
+    }))
+    .unwrap();
+    let desc = |mt: &str, b: &[u8]| json!({"mediaType": mt, "digest": format!("sha256:{}", sha(b)), "size": b.len()});
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [desc("application/vnd.oci.image.layer.v1.tar", &layer)]
+    }))
+    .unwrap();
+    let mut mdesc = desc("application/vnd.oci.image.manifest.v1+json", &manifest);
+    mdesc["annotations"] = json!({"io.containerd.image.name": name});
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [mdesc]})).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut put = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        out.append_data(&mut h, path, data).unwrap();
+    };
+    put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    put("index.json", &index);
+    for b in [&layer, &config, &manifest] {
+        put(&format!("blobs/sha256/{}", sha(b)), b);
+    }
+    let path = dir.join("spec-image.tar");
+    std::fs::write(&path, out.into_inner().unwrap()).unwrap();
+    path
+}
+
+/// The records of `ids` as Containers.Get answers them.
+fn get_all(address: &Path, ids: &[&str]) -> Vec<cpb::Container> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = connect(address).await.unwrap();
+        let mut c = client!(
+            cpb::containers_client::ContainersClient<_>,
+            ch,
+            Headers::new(Some("default"), None).unwrap()
+        );
+        let mut out = Vec::new();
+        for id in ids {
+            let r = c
+                .get(cpb::GetContainerRequest { id: id.to_string() })
+                .await
+                .unwrap_or_else(|e| panic!("get {id}: {e}"));
+            out.push(r.into_inner().container.unwrap());
+        }
+        out
+    })
+}
+
+fn spec_of(c: &cpb::Container) -> Value {
+    let s = c.spec.as_ref().expect("no spec");
+    assert_eq!(
+        s.type_url,
+        "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+    );
+    serde_json::from_slice(&s.value).expect("spec is not JSON")
+}
+
+/// Compares ctr's record with stow's, field by field. Ignored: the IDs (chosen apart) and
+/// what follows from them (the snapshot key, which must be each one's own ID, and the
+/// default cgroups path `/<namespace>/<id>`), and the created/updated times.
+fn same_record(by_ctr: &cpb::Container, by_stow: &cpb::Container) {
+    let what = format!("{} vs {}", by_ctr.id, by_stow.id);
+    assert_eq!(by_ctr.labels, by_stow.labels, "labels, {what}");
+    assert_eq!(by_ctr.image, by_stow.image, "image, {what}");
+    assert_eq!(by_ctr.runtime, by_stow.runtime, "runtime, {what}");
+    assert_eq!(
+        by_ctr.snapshotter, by_stow.snapshotter,
+        "snapshotter, {what}"
+    );
+    for c in [by_ctr, by_stow] {
+        let want = if c.image.is_empty() {
+            ""
+        } else {
+            c.id.as_str()
+        };
+        assert_eq!(c.snapshot_key, want, "snapshot key of {}", c.id);
+    }
+    assert_eq!(by_ctr.extensions, by_stow.extensions, "extensions, {what}");
+    let unpath = |c: &cpb::Container| {
+        let mut s = spec_of(c);
+        if let Some(p) = s.pointer_mut("/linux/cgroupsPath") {
+            if p == &json!(format!("/default/{}", c.id)) {
+                *p = json!("/default/<id>");
+            }
+        }
+        s
+    };
+    let (a, b) = (unpath(by_ctr), unpath(by_stow));
+    assert_eq!(
+        a,
+        b,
+        "spec, {what}:\nctr:  {}\nstow: {}",
+        serde_json::to_string_pretty(&a).unwrap(),
+        serde_json::to_string_pretty(&b).unwrap()
+    );
+}
+
+#[test]
+fn stow_containers_create_records_what_ctr_records() {
+    if !require_ctr(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
+    let name = "stowage.test/spec:1";
+    let archive = image_archive(dir.path(), name);
+    d.ok(&["images", "import", "--no-unpack", archive.to_str().unwrap()]);
+    // A label on the image record: ctr copies those to the container too.
+    d.ok(&["images", "label", name, "from.record=yes"]);
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        // The image's defaults, with labels (one without a value), env and an annotation.
+        (
+            "defaults",
+            vec![
+                "--label",
+                "k=v",
+                "--label",
+                "flag",
+                "--env",
+                "B=2",
+                "--env",
+                "A=3",
+                "--annotation",
+                "an=1",
+                "--snapshotter-label",
+                "sl=1",
+                name,
+            ],
+        ),
+        // A command of its own, and flags over the image's process, on another snapshotter.
+        (
+            "flags",
+            vec![
+                "--snapshotter",
+                "native",
+                "--cwd",
+                "/tmp",
+                "-t",
+                "--read-only",
+                "--cap-drop",
+                "CAP_KILL",
+                "--cap-add",
+                "CAP_SYS_ADMIN",
+                "--memory-limit",
+                "1048576",
+                "--with-ns",
+                "network:/run/netns/x",
+                "--mount",
+                "type=bind,src=/opt,dst=/opt,options=rbind:ro",
+                name,
+            ],
+        ),
+    ];
+    let mut pairs = Vec::new();
+    for (case, flags) in &cases {
+        let (ci, si) = (format!("ctr-{case}"), format!("stow-{case}"));
+        let mut c_args = vec!["containers", "create"];
+        c_args.extend(flags.iter().copied());
+        let mut s_args = c_args.clone();
+        c_args.push(&ci);
+        s_args.push(&si);
+        if *case == "flags" {
+            c_args.extend(["/bin/true", "-x"]);
+            s_args.extend(["/bin/true", "-x"]);
+        }
+        ok(&format!("ctr {c_args:?}"), ctr_out(&d.address, &c_args));
+        let out = ok(&format!("stow {s_args:?}"), stow_out(&d.address, &s_args));
+        assert_eq!(out.trim(), si);
+        pairs.push((ci, si));
+    }
+
+    // The spec ctr recorded, given back through --config (once more with another runtime
+    // and its config path).
+    let spec_file = dir.path().join("spec.json");
+    let recorded = get_all(&d.address, &["ctr-defaults"]);
+    std::fs::write(&spec_file, &recorded[0].spec.as_ref().unwrap().value).unwrap();
+    let sf = spec_file.to_str().unwrap();
+    for (case, extra) in [
+        ("config", vec![]),
+        (
+            "config-runtime",
+            vec![
+                "--runtime",
+                "io.example.other.v1",
+                "--runtime-config-path",
+                "/etc/x.toml",
+            ],
+        ),
+    ] {
+        let (ci, si) = (format!("ctr-{case}"), format!("stow-{case}"));
+        for (tool, id) in [("ctr", &ci), ("stow", &si)] {
+            let mut a = vec!["containers", "create", "--config", sf, "--label", "z=1"];
+            a.extend(extra.iter().copied());
+            a.push(id);
+            if tool == "ctr" {
+                ok("ctr create --config", ctr_out(&d.address, &a));
+            } else {
+                ok("stow create --config", stow_out(&d.address, &a));
+            }
+        }
+        pairs.push((ci, si));
+    }
+
+    let ids: Vec<&str> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .collect();
+    let records = get_all(&d.address, &ids);
+    for pair in records.chunks(2) {
+        same_record(&pair[0], &pair[1]);
+    }
+
+    // What the two agree on is what containerd's defaults and the image give: spelled out
+    // here so that a shared mistake cannot pass.
+    let stow_defaults = &records[1];
+    let s = spec_of(stow_defaults);
+    assert_eq!(
+        s["process"]["user"],
+        json!({"uid": 1000, "gid": 1001, "additionalGids": [1001, 10, 50]})
+    );
+    assert_eq!(s["process"]["args"], json!(["/bin/sh", "-c", "echo hi"]));
+    assert_eq!(
+        s["process"]["env"],
+        json!(["PATH=/usr/bin:/bin", "A=3", "B=2"])
+    );
+    assert_eq!(s["process"]["cwd"], "/srv");
+    assert_eq!(s["linux"]["cgroupsPath"], "/default/stow-defaults");
+    assert_eq!(
+        s["annotations"],
+        json!({"an": "1", "k": "v", "flag": "true"})
+    );
+    assert_eq!(s["ociVersion"], "1.0.2-dev");
+    let want: HashMap<String, String> = [
+        ("img.label", "1"),
+        ("k", "v"),
+        ("flag", "true"),
+        ("from.record", "yes"),
+        ("io.containerd.image.config.stop-signal", "SIGINT"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(stow_defaults.labels, want);
+    let rt = stow_defaults.runtime.as_ref().unwrap();
+    assert_eq!(rt.name, "io.containerd.runc.v2");
+    assert_eq!(
+        rt.options.as_ref().unwrap().type_url,
+        "containerd.runc.v1.Options"
+    );
+    assert_eq!(stow_defaults.snapshotter, "overlayfs");
+    let flags = spec_of(&records[3]);
+    assert_eq!(flags["process"]["args"], json!(["/bin/true", "-x"]));
+    assert_eq!(records[3].snapshotter, "native");
+    assert_eq!(records[5].labels, HashMap::from([("z".into(), "1".into())]));
+    assert!(records[5].image.is_empty());
+    assert_eq!(
+        records[7]
+            .runtime
+            .as_ref()
+            .unwrap()
+            .options
+            .as_ref()
+            .unwrap()
+            .type_url,
+        "runtimeoptions.v1.Options"
+    );
+
+    // The snapshot labels reached both snapshots.
+    for id in ["ctr-defaults", "stow-defaults"] {
+        let info: Value = serde_json::from_str(&d.ok(&["snapshots", "info", id])).unwrap();
+        assert_eq!(info["Labels"]["sl"], "1", "{id}: {info}");
+    }
+    // Nothing mounted for the user lookup is left behind, and the create's lease is gone.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("stow-rootfs-"), "{mounts}");
+    assert!(d.ok(&["leases", "ls", "-q"]).trim().is_empty());
+
+    // ctr's argument errors.
+    for bad in [
+        vec!["containers", "create", "--config", sf, "x", "y"],
+        vec!["containers", "create", name],
+        vec![
+            "containers",
+            "create",
+            "--cap-add",
+            "SYS_ADMIN",
+            name,
+            "bad-cap",
+        ],
+    ] {
+        let o = stow_out(&d.address, &bad);
+        assert!(!o.status.success(), "stow {bad:?} succeeded");
+    }
+    assert!(!d.ok(&["containers", "ls", "-q"]).contains("bad-cap"));
+    assert!(!d.ok(&["snapshots", "ls"]).contains("bad-cap"));
+}
