@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use images::{ImageSpec, LayerSpec, Layout};
-use procs::{Daemon, Registry, Workdir};
+use procs::{Daemon, Workdir};
+use stowage_tests::registry::Registry;
 
 /// What one run measures, from the environment.
 #[derive(Debug)]
@@ -627,11 +628,11 @@ fn run() -> Result<()> {
         &dirs[1],
         &bench.settings.log_level,
     )?);
-    let registry = Registry::start(&dirs[2])?;
+    let registry = Registry::start_in(&dirs[2])?;
     let pushed: Vec<(Layout, String)> = layouts
         .into_iter()
         .map(|l| {
-            let r = registry.push(&l.dir, &l.name)?;
+            let r = registry.push(&l.dir, &format!("bench/{}", l.name))?;
             Ok((l, r))
         })
         .collect::<Result<_>>()?;

@@ -7,15 +7,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use common::{require_ctr, Stowaged};
 use stowage_tests::containerd::Containerd;
 use stowage_tests::fixtures::Generated;
+use stowage_tests::registry::Registry;
 
 /// True when ctr, docker-registry and skopeo are installed; otherwise panics naming the
 /// missing Debian packages, unless STOWAGE_SKIP_EXTERNAL=1.
@@ -29,123 +26,15 @@ fn require_tools() -> bool {
     )
 }
 
-/// A `docker-registry serve` on 127.0.0.1 with private storage, killed by PID on drop.
-struct Registry {
-    child: Option<Child>,
-    /// `127.0.0.1:<port>`.
-    host: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// Starts a private registry, failing the test with its error.
+fn start_registry() -> Registry {
+    Registry::start().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        // The kernel picks a free port; the listener is closed just before the registry binds it.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let storage = dir.path().join("storage");
-        fs::create_dir_all(&storage).unwrap();
-        let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {host}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("registry.log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(dir.path().join("registry.out")).unwrap())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting docker-registry");
-        let mut reg = Registry {
-            child: Some(child),
-            host,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if reg.answers() {
-                return reg;
-            }
-            if let Some(st) = reg.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("docker-registry exited with {st}:\n{}", reg.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer on {} within 20 s:\n{}",
-                reg.host,
-                reg.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `GET /v2/` answers 200, as the distribution API promises once the registry is up.
-    fn answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(&self.host) else {
-            return false;
-        };
-        let req = format!(
-            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.host
-        );
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        resp.starts_with("HTTP/1.1 200")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Pushes a fixture layout as `fixtures/<name>:latest` (every platform of an index).
-    fn push(&self, f: &Generated) -> String {
-        let dest = format!("docker://{}/fixtures/{}:latest", self.host, f.name);
-        let src = format!("oci:{}:latest", f.layout.display());
-        let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "--dest-tls-verify=false",
-                "--all",
-                "--preserve-digests",
-            ])
-            .arg(&src)
-            .arg(&dest)
-            .output()
-            .expect("running skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy {src} {dest} failed: {}\n--- registry log ---\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        format!("{}/fixtures/{}:latest", self.host, f.name)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Pushes a fixture layout as `fixtures/<name>:latest` (every platform of an index).
+fn push(reg: &Registry, f: &Generated) -> String {
+    reg.push(&f.layout, &format!("fixtures/{}", f.name))
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn fixture(name: &str) -> &'static Generated {
@@ -266,12 +155,12 @@ fn pull_single_platform_images(sn: &str) {
     if !require_tools() {
         return;
     }
-    let reg = Registry::start();
+    let reg = start_registry();
     let dir = tempfile::tempdir().unwrap();
     let d = Stowaged::start(dir.path()).unwrap();
 
     let comp = fixture("compressions");
-    let r = reg.push(comp);
+    let r = push(&reg, comp);
     pull(&d, sn, &r, &[]);
     assert_listed(&d, &r, &comp.manifest_digest);
     assert_complete(&d, sn, &r, comp);
@@ -291,7 +180,7 @@ fn pull_single_platform_images(sn: &str) {
     assert_source_labels(&d, &reg, comp, &comp_blobs);
 
     let wh = fixture("whiteouts");
-    let r = reg.push(wh);
+    let r = push(&reg, wh);
     pull(&d, sn, &r, &[]);
     assert_listed(&d, &r, &wh.manifest_digest);
     assert_complete(&d, sn, &r, wh);
@@ -348,9 +237,9 @@ fn pull_one_platform_and_all_platforms_of_an_index() {
     if !require_tools() {
         return;
     }
-    let reg = Registry::start();
+    let reg = start_registry();
     let mp = fixture("multiplatform");
-    let r = reg.push(mp);
+    let r = push(&reg, mp);
     let sn = "overlayfs";
     let manifests: serde_like::Index = serde_like::index(&mp.layout, &mp.manifest_digest);
 
@@ -432,9 +321,9 @@ fn concurrent_pulls_of_one_image_store_each_blob_once() {
     if !require_tools() {
         return;
     }
-    let reg = Registry::start();
+    let reg = start_registry();
     let f = fixture("compressions");
-    let r = reg.push(f);
+    let r = push(&reg, f);
     let dir = tempfile::tempdir().unwrap();
     let d = Stowaged::start(dir.path()).unwrap();
     let args = [

@@ -9,8 +9,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
 use common::{require_ctr, Stowaged};
 use stowage_core_types::diff::{Applier, ApplyConfig, Payload};
@@ -22,6 +20,7 @@ use stowage_daemon::remote::snapshots::RemoteSnapshotter;
 use stowage_diff::testsuite::util::{
     fill, put_blob, sha256, tar_layer, tree_of, write_file, Entry,
 };
+use stowage_tests::shell::{base64, script};
 
 const B64: &str = "application/vnd.example.layer.v1.tar+b64";
 const FAILS: &str = "application/vnd.example.layer.v1.tar+sealed";
@@ -37,13 +36,6 @@ fn ready() -> bool {
         panic!("needs root to mount snapshots (set STOWAGE_SKIP_EXTERNAL=1 to skip)");
     }
     require_ctr(false)
-}
-
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    path
 }
 
 struct Setup {
@@ -67,12 +59,14 @@ fn setup() -> Setup {
         "printf '%s %s\\n' \"$STREAM_PROCESSOR_MEDIATYPE\" \"$MARK\" > \"$1/seen\"\n\
          cat <&3 > \"$1/payload\" || { echo 'no payload on fd 3' >&2; exit 9; }\n\
          exec base64 -d\n",
-    );
+    )
+    .unwrap();
     let fails = script(
         work.path(),
         "fails",
         "echo 'cannot unseal: no key for this layer' >&2\nexit 3\n",
-    );
+    )
+    .unwrap();
     let cfg = work.path().join("config.toml");
     fs::write(
         &cfg,
@@ -120,21 +114,6 @@ fn setup() -> Setup {
     }
 }
 
-fn base64(data: &[u8]) -> Vec<u8> {
-    let mut child = std::process::Command::new("base64")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("base64 (coreutils)");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
 #[test]
 fn configured_processor_decodes_the_layer_with_its_payload() {
     if !ready() {
@@ -145,7 +124,7 @@ fn configured_processor_decodes_the_layer_with_its_payload() {
         Entry::Dir("etc/", 0o755),
         Entry::File("etc/motd", 0o644, b"decoded by a stream processor\n"),
     ]);
-    let desc = put_blob(&s.content, B64, &base64(&tar));
+    let desc = put_blob(&s.content, B64, &base64(&tar).unwrap());
     let mounts = s
         .snapshots
         .prepare("target", "", Labels::new())

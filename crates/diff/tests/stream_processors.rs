@@ -6,8 +6,6 @@
 //! `STOWAGE_SKIP_EXTERNAL=1`.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use stowage_content::LocalStore;
@@ -19,6 +17,7 @@ use stowage_diff::testsuite::util::{
 };
 use stowage_diff::{LocalDiffer, StreamProcessor};
 use stowage_snapshots_native::NativeSnapshotter;
+use stowage_tests::shell::{base64, script};
 
 const B64: &str = "application/vnd.example.layer.v1.tar+gzip+base64";
 const B64_TWICE: &str = "application/vnd.example.twice";
@@ -34,13 +33,6 @@ fn need_root() -> bool {
         return false;
     }
     panic!("needs root to mount snapshots (set STOWAGE_SKIP_EXTERNAL=1 to skip)");
-}
-
-fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    path
 }
 
 struct Setup {
@@ -61,12 +53,14 @@ fn setup() -> Setup {
         "printf '%s\\n' \"$STREAM_PROCESSOR_MEDIATYPE\" >> \"$OUT_DIR/mediatypes\"\n\
          if [ -e /dev/fd/3 ]; then cat <&3 > \"$OUT_DIR/payload\"; fi\n\
          exec base64 -d\n",
-    );
+    )
+    .unwrap();
     let fails = script(
         dir.path(),
         "fails",
         "echo 'cannot decrypt: no key for this layer' >&2\nexit 3\n",
-    );
+    )
+    .unwrap();
     let env = vec![format!("OUT_DIR={}", out.display())];
     let processors = vec![
         StreamProcessor {
@@ -111,21 +105,6 @@ fn layer() -> Vec<u8> {
     ])
 }
 
-fn base64(data: &[u8]) -> Vec<u8> {
-    let mut child = std::process::Command::new("base64")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("base64 (coreutils)");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
 fn out(s: &Setup, name: &str) -> Option<Vec<u8>> {
     fs::read(s.dir.path().join("out").join(name)).ok()
 }
@@ -137,7 +116,7 @@ fn processor_output_is_applied_and_gets_its_payload() {
     }
     let s = setup();
     let tar = layer();
-    let desc = put_blob(&*s.content, B64, &base64(&gzip(&tar)));
+    let desc = put_blob(&*s.content, B64, &base64(&gzip(&tar)).unwrap());
     let mounts = s.sn.prepare("target", "", Labels::new()).unwrap();
     let mut config = ApplyConfig::default();
     config.payloads.insert(
@@ -182,7 +161,11 @@ fn processors_chain_and_run_without_payloads() {
     }
     let s = setup();
     let tar = layer();
-    let desc = put_blob(&*s.content, B64_TWICE, &base64(&base64(&gzip(&tar))));
+    let desc = put_blob(
+        &*s.content,
+        B64_TWICE,
+        &base64(&base64(&gzip(&tar)).unwrap()).unwrap(),
+    );
     let mounts = s.sn.prepare("target", "", Labels::new()).unwrap();
     let applied = s
         .differ

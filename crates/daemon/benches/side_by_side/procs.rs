@@ -1,11 +1,9 @@
 //! The processes the benchmark runs: containerd 1.6 and stowaged on private roots and sockets,
-//! Debian's docker-registry, and `ctr` against either daemon. Each is stopped by its own PID
-//! on drop, and the scratch directory unmounts whatever was left mounted below it before it
-//! is removed, so a failed run leaves nothing behind.
+//! and `ctr` against either daemon (the registry is `stowage_tests::registry`). Each is
+//! stopped by its own PID on drop, and the scratch directory unmounts whatever was left
+//! mounted below it before it is removed, so a failed run leaves nothing behind.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -312,115 +310,6 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop_inner();
-    }
-}
-
-/// `docker-registry serve` on 127.0.0.1 with its storage in a scratch dir, killed on drop.
-#[derive(Debug)]
-pub struct Registry {
-    child: Option<Child>,
-    /// `127.0.0.1:<port>`.
-    pub host: String,
-    log: PathBuf,
-}
-
-impl Registry {
-    /// Starts the registry with its storage under `dir` and waits until `/v2/` answers.
-    pub fn start(dir: &Path) -> Result<Registry> {
-        // The kernel picks a free port; the listener closes just before the registry binds it.
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let host = format!("127.0.0.1:{port}");
-        let storage = dir.join("storage");
-        fs::create_dir_all(&storage)?;
-        let config = dir.join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {host}\n",
-                storage.display()
-            ),
-        )?;
-        let log = dir.join("registry.log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("starting docker-registry")?;
-        let mut reg = Registry {
-            child: Some(child),
-            host,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !reg.answers() {
-            if let Some(st) = reg.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("docker-registry exited with {st}:\n{}", reg.log());
-            }
-            if Instant::now() > deadline {
-                bail!("docker-registry did not answer on {} within 20 s", reg.host);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(reg)
-    }
-
-    fn answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(&self.host) else {
-            return false;
-        };
-        let req = format!(
-            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.host
-        );
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        resp.starts_with("HTTP/1.1 200")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Pushes the OCI layout at `layout` as `<host>/bench/<name>:latest` and returns that
-    /// reference.
-    pub fn push(&self, layout: &Path, name: &str) -> Result<String> {
-        let reference = format!("{}/bench/{name}:latest", self.host);
-        let src = format!("oci:{}:latest", layout.display());
-        let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "--dest-tls-verify=false",
-                "--preserve-digests",
-                "-q",
-            ])
-            .arg(&src)
-            .arg(format!("docker://{reference}"))
-            .output()
-            .context("running skopeo")?;
-        if !out.status.success() {
-            bail!(
-                "skopeo copy {src} to {reference} failed: {}\n--- registry log ---\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.log()
-            );
-        }
-        Ok(reference)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
