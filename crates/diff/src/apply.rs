@@ -150,8 +150,8 @@ impl<'o> Applier<'o> {
     }
 
     /// Waits for every file handed to the workers to be complete.
-    fn wait_workers(&self) -> Result<()> {
-        match &self.pool {
+    fn wait_workers(&mut self) -> Result<()> {
+        match &mut self.pool {
             Some(pool) => pool.wait(),
             None => Ok(()),
         }
@@ -200,11 +200,14 @@ impl<'o> Applier<'o> {
         if let Some(set) = &mut self.unpacked {
             // Directories the entry implied count as this layer's too, so an opaque marker
             // listed later does not remove them with the entry inside.
+            // Looked up before inserting: the parent is almost always known already, and an
+            // insert would allocate its path first.
             let path = parent.path().join(sys::os(base));
             for ancestor in path.ancestors().skip(1) {
-                if ancestor.as_os_str().is_empty() || !set.insert(ancestor.to_path_buf()) {
+                if ancestor.as_os_str().is_empty() || set.contains(ancestor) {
                     break;
                 }
+                set.insert(ancestor.to_path_buf());
             }
             set.insert(path);
         }
@@ -391,7 +394,7 @@ impl<'o> Applier<'o> {
             mtime,
             name: entry.display_name(),
         };
-        match &self.pool {
+        match &mut self.pool {
             Some(pool) => pool.submit(job),
             None => Err(Error::unknown("no worker threads to finish a file")),
         }

@@ -507,6 +507,31 @@ fn header_errors_give_the_stream_offset() {
     assert_eq!(fs::read(dir.path().join("a")).unwrap(), vec![1u8; 1000]);
 }
 
+/// Small files go to the workers in batches; when a later header is damaged, every file
+/// before it is still complete (data and mode), batch sent or not.
+#[test]
+fn a_failure_after_many_small_files_leaves_the_earlier_ones_complete() {
+    let mut l = Layer::new();
+    for f in 0..100u32 {
+        l.file(&format!("f{f:03}"), 0o600 + (f % 8), &[f as u8; 700]);
+    }
+    l.file("last", 0o644, b"z");
+    let mut layer = l.finish();
+    // Each file is a 512-byte header and 1024 bytes of data; damage the 101st header.
+    let at = 100 * 1536;
+    layer[at + 5] ^= 0x01;
+    let dir = tempfile::tempdir().unwrap();
+    let err = apply(&gzip(&layer), dir.path(), &ApplyOptions::default()).unwrap_err();
+    assert!(err.to_string().contains(&format!("offset {at}")), "{err}");
+    for f in 0..100u32 {
+        let p = dir.path().join(format!("f{f:03}"));
+        assert_eq!(fs::read(&p).unwrap(), vec![f as u8; 700], "{}", p.display());
+        let mode = fs::metadata(&p).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o600 + (f % 8), "{}", p.display());
+    }
+    assert!(!dir.path().join("last").exists());
+}
+
 #[test]
 fn corrupted_layers_fail_cleanly_and_never_panic() {
     // Deterministic byte flips all over a layer with every kind of header (PAX, GNU long

@@ -8,10 +8,20 @@
 //! `fchmod`, `futimens` and `close` act on that inode only, through its descriptor, and run
 //! here while the applier creates the next files.
 //!
-//! The applier waits for all handed-over files ([`Pool::wait`]) before anything that could
-//! observe or change such an inode by name (a hard link to it) and before it returns, so a
-//! successful apply has every file complete and closed, and a failure on a worker fails the
-//! apply.
+//! Files are handed over in batches ([`BATCH_FILES`] files or [`BATCH_BYTES`] of data,
+//! whichever comes first): a worker that keeps up with the applier would otherwise sleep and be
+//! woken once per file, two futex calls and a context switch each, a measurable share of a
+//! small-file layer on two cores.
+//!
+//! The applier waits for all handed-over files ([`Pool::wait`], which also sends the open
+//! batch) before anything that could observe or change such an inode by name (a hard link to
+//! it) and before it returns, so a successful apply has every file complete and closed, and a
+//! failure on a worker fails the apply.
+//!
+//! Memory stays bounded: at most [`QUEUE`] batches wait in the channel, each worker holds one,
+//! and the applier fills one, each under `BATCH_BYTES + MAX_SIZE` (768 KiB) of data: 4.5 MiB
+//! with one worker, 6.75 MiB with the most (four). Open descriptors are bounded the same way,
+//! by `BATCH_FILES` per batch.
 
 use std::fs::File;
 use std::io::Write;
@@ -26,8 +36,12 @@ use crate::sys::{self, Time};
 
 /// Files larger than this are written by the applier itself, straight from the stream.
 pub(super) const MAX_SIZE: u64 = 256 << 10;
-/// Files handed over but not finished yet, at most (bounds memory and open descriptors).
-const QUEUE: usize = 64;
+/// A batch is sent once it holds this many files...
+const BATCH_FILES: usize = 32;
+/// ... or this much file data.
+const BATCH_BYTES: usize = 512 << 10;
+/// Batches sent but not taken by a worker yet, at most (bounds memory and open descriptors).
+const QUEUE: usize = 4;
 
 /// A created file and what remains to do to it.
 pub(super) struct Job {
@@ -52,7 +66,7 @@ struct State {
 }
 
 struct Shared {
-    jobs: Mutex<Receiver<Job>>,
+    jobs: Mutex<Receiver<Vec<Job>>>,
     state: Mutex<State>,
     idle: Condvar,
 }
@@ -67,7 +81,11 @@ impl Shared {
 
 /// Worker threads finishing files.
 pub(super) struct Pool {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Vec<Job>>>,
+    /// Files not sent yet.
+    batch: Vec<Job>,
+    /// Data bytes in `batch`.
+    batch_bytes: usize,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -80,9 +98,11 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Marks one job finished even if finishing it panicked, so [`Pool::wait`] cannot hang.
+/// Marks a batch finished even if finishing it panicked, so [`Pool::wait`] cannot hang.
 struct Done<'a> {
     shared: &'a Shared,
+    /// Files in the batch.
+    files: usize,
     result: Option<Result<()>>,
 }
 
@@ -96,7 +116,7 @@ impl Drop for Done<'_> {
         if let Err(e) = result {
             state.error.get_or_insert(e);
         }
-        state.pending -= 1;
+        state.pending -= self.files;
         if state.pending == 0 {
             self.shared.idle.notify_all();
         }
@@ -128,27 +148,35 @@ fn finish(mut job: Job) -> Result<()> {
     Ok(())
 }
 
+/// Finishes the files of a batch in order; after the first failure (here or on another
+/// worker) the rest are only closed.
+fn finish_batch(shared: &Shared, batch: Vec<Job>) -> Result<()> {
+    for job in batch {
+        if shared.state().error.is_some() {
+            return Ok(());
+        }
+        let name = job.name.clone();
+        finish(job).map_err(|e| e.context(format!("layer entry {name:?}")))?;
+    }
+    Ok(())
+}
+
 fn work(shared: Arc<Shared>) {
     loop {
-        let job = {
+        let batch = {
             let jobs = shared.jobs.lock().unwrap_or_else(|p| p.into_inner());
             match jobs.recv() {
-                Ok(job) => job,
+                Ok(batch) => batch,
                 // The applier is done and hung up.
                 Err(_) => return,
             }
         };
         let mut done = Done {
             shared: &shared,
+            files: batch.len(),
             result: None,
         };
-        let failed = shared.state().error.is_some();
-        let name = job.name.clone();
-        done.result = Some(if failed {
-            Ok(())
-        } else {
-            finish(job).map_err(|e| e.context(format!("layer entry {name:?}")))
-        });
+        done.result = Some(finish_batch(&shared, batch));
     }
 }
 
@@ -178,6 +206,8 @@ impl Pool {
         }
         Some(Pool {
             jobs: Some(tx),
+            batch: Vec::with_capacity(BATCH_FILES),
+            batch_bytes: 0,
             shared,
             threads: handles,
         })
@@ -191,21 +221,40 @@ impl Pool {
         }
     }
 
-    /// Hands `job` to a worker; blocks while the queue is full.
-    pub(super) fn submit(&self, job: Job) -> Result<()> {
-        self.shared.state().pending += 1;
-        let sent = self.jobs.as_ref().map(|tx| tx.send(job));
+    /// Hands `job` to the workers: it joins the open batch, which is sent once full; sending
+    /// blocks while the queue is full.
+    pub(super) fn submit(&mut self, job: Job) -> Result<()> {
+        self.batch_bytes += job.data.len();
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the open batch, if any.
+    fn send(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
+        let files = batch.len();
+        self.batch_bytes = 0;
+        self.shared.state().pending += files;
+        let sent = self.jobs.as_ref().map(|tx| tx.send(batch));
         if !matches!(sent, Some(Ok(()))) {
-            // All workers are gone (only after a panic): the job was not taken.
+            // All workers are gone (only after a panic): the batch was not taken.
             let mut state = self.shared.state();
-            state.pending -= 1;
+            state.pending -= files;
             return Err(Error::unknown("layer apply worker threads are gone"));
         }
         Ok(())
     }
 
-    /// Waits until every submitted file is finished; returns the first worker error.
-    pub(super) fn wait(&self) -> Result<()> {
+    /// Sends the open batch and waits until every submitted file is finished; returns the
+    /// first worker error.
+    pub(super) fn wait(&mut self) -> Result<()> {
+        self.send()?;
         let mut state = self.shared.state();
         while state.pending > 0 {
             state = self
@@ -223,7 +272,9 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Hanging up ends the workers once the queue is empty.
+        // An apply that failed on a later entry still leaves the files before it complete, as
+        // without batching. Hanging up ends the workers once the queue is empty.
+        let _ = self.send();
         self.jobs = None;
         for h in self.threads.drain(..) {
             let _ = h.join();
