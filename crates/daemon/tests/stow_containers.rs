@@ -343,6 +343,31 @@ fn stow_containers_create_records_what_ctr_records() {
             ],
         ),
     ];
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "C=3\nA=4\n").unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let (ef, rf) = (env_file.to_str().unwrap(), rootfs.to_str().unwrap());
+    let mut cases = cases;
+    cases.extend([
+        // Host networking (the host's name, hosts and resolv.conf), an env file, AppArmor
+        // and RDT names: all recorded only.
+        (
+            "host",
+            vec![
+                "--net-host",
+                "--env-file",
+                ef,
+                "--apparmor-profile",
+                "p1",
+                "--rdt-class",
+                "gold",
+                name,
+            ],
+        ),
+        // A directory for a root filesystem: no image, no snapshot.
+        ("rootfs", vec!["--rootfs", "--label", "r=1", rf]),
+    ]);
     let mut pairs = Vec::new();
     for (case, flags) in &cases {
         let (ci, si) = (format!("ctr-{case}"), format!("stow-{case}"));
@@ -351,7 +376,7 @@ fn stow_containers_create_records_what_ctr_records() {
         let mut s_args = c_args.clone();
         c_args.push(&ci);
         s_args.push(&si);
-        if *case == "flags" {
+        if *case == "flags" || *case == "rootfs" {
             c_args.extend(["/bin/true", "-x"]);
             s_args.extend(["/bin/true", "-x"]);
         }
@@ -443,10 +468,21 @@ fn stow_containers_create_records_what_ctr_records() {
     let flags = spec_of(&records[3]);
     assert_eq!(flags["process"]["args"], json!(["/bin/true", "-x"]));
     assert_eq!(records[3].snapshotter, "native");
-    assert_eq!(records[5].labels, HashMap::from([("z".into(), "1".into())]));
-    assert!(records[5].image.is_empty());
+    let host = spec_of(&records[5]);
+    assert!(host["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e.as_str().unwrap().starts_with("HOSTNAME=")));
+    assert_eq!(host["linux"]["namespaces"].as_array().unwrap().len(), 4);
+    assert_eq!(host["linux"]["intelRdt"], json!({"closID": "gold"}));
+    let rootfs_spec = spec_of(&records[7]);
+    assert_eq!(rootfs_spec["root"]["path"], rf);
+    assert!(records[7].image.is_empty() && records[7].snapshotter.is_empty());
+    assert_eq!(records[9].labels, HashMap::from([("z".into(), "1".into())]));
+    assert!(records[9].image.is_empty());
     assert_eq!(
-        records[7]
+        records[11]
             .runtime
             .as_ref()
             .unwrap()

@@ -1,7 +1,7 @@
 //! `containers ls|info|create|label|rm`: container records (stowage stores them; it runs nothing).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -129,6 +129,19 @@ pub struct CreateArgs {
     /// Propagation of the root filesystem mount.
     #[arg(long)]
     rootfs_propagation: Option<String>,
+    /// Share the host's network: no network namespace, the host's /etc/hosts and
+    /// /etc/resolv.conf, and its HOSTNAME.
+    #[arg(long)]
+    net_host: bool,
+    /// An AppArmor profile (already loaded) for the process.
+    #[arg(long)]
+    apparmor_profile: Option<String>,
+    /// The RDT class (CLOS) of the container.
+    #[arg(long)]
+    rdt_class: Option<String>,
+    /// The first argument is a root filesystem directory instead of an image (no snapshot).
+    #[arg(long)]
+    rootfs: bool,
     /// `IMAGE ID [COMMAND [ARG...]]` (the command defaults to the image's), or with
     /// --config only `ID`.
     #[arg(trailing_var_arg = true, value_name = "IMAGE ID [COMMAND [ARG...]]")]
@@ -342,6 +355,7 @@ fn generated_spec(
     ns: &str,
     id: &str,
     args: &[String],
+    rootfs: Option<&str>,
     image: Option<&FromImage>,
 ) -> Result<Value> {
     let mut s = spec::default_unix(ns, id);
@@ -358,6 +372,9 @@ fn generated_spec(
         .map(|m| spec::parse_mount(m))
         .collect::<Result<Vec<_>>>()?;
     spec::with_mounts(&mut s, mounts);
+    if let Some(dir) = rootfs {
+        s["root"]["path"] = json!(dir);
+    }
     if let Some(img) = image {
         let mut read = |path: &str| -> Result<Option<String>> {
             Ok(match path {
@@ -383,6 +400,25 @@ fn generated_spec(
         env.push("TERM=xterm".into());
         s["process"]["env"] = json!(env);
     }
+    if a.net_host {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading this host's name for --net-host")?;
+        spec::without_namespace(&mut s, "network");
+        spec::with_mounts(
+            &mut s,
+            ["/etc/hosts", "/etc/resolv.conf"]
+                .iter()
+                .map(|p| {
+                    json!({"destination": p, "type": "bind", "source": p,
+                                "options": ["rbind", "ro"]})
+                })
+                .collect(),
+        );
+        spec::with_env(
+            &mut s,
+            &[format!("HOSTNAME={}", host.trim_end_matches('\n'))],
+        );
+    }
     spec::with_annotations(&mut s, &annotation_args(&a.annotations)?);
     for (flag, caps) in [("--cap-add", &a.cap_add), ("--cap-drop", &a.cap_drop)] {
         if let Some(c) = caps.iter().find(|c| !c.starts_with("CAP_")) {
@@ -394,6 +430,9 @@ fn generated_spec(
     }
     if !a.cap_drop.is_empty() {
         spec::with_dropped_caps(&mut s, &a.cap_drop);
+    }
+    if let Some(p) = a.apparmor_profile.as_deref().filter(|p| !p.is_empty()) {
+        s["process"]["apparmorProfile"] = json!(p);
     }
     if a.cpu_quota != -1 || a.cpu_period != 0 {
         let cpu = spec::resources(&mut s)
@@ -421,6 +460,9 @@ fn generated_spec(
     }
     if let Some(p) = a.rootfs_propagation.as_deref().filter(|p| !p.is_empty()) {
         s["linux"]["rootfsPropagation"] = json!(p);
+    }
+    if let Some(c) = a.rdt_class.as_deref().filter(|c| !c.is_empty()) {
+        s["linux"]["intelRdt"] = json!({"closID": c});
     }
     Ok(s)
 }
@@ -459,6 +501,13 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
         container.labels = labels.clone();
         spec::with_annotations(&mut s, &labels);
         s
+    } else if a.rootfs {
+        // A directory of the client's: no image, no snapshot, nothing from an image config.
+        let dir = absolute(&reference.unwrap_or_default())?;
+        container.labels = labels.clone();
+        let mut s = generated_spec(&a, &ctx.namespace, &id, &cmd, Some(&dir), None)?;
+        spec::with_annotations(&mut s, &labels);
+        s
     } else {
         let reference = reference.unwrap_or_default();
         // A short lease holds the unpacked layers and the new snapshot until the container
@@ -478,7 +527,7 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
         container.snapshotter = a.snapshotter.clone();
         container.snapshot_key = id.clone();
         container.labels = image_labels(&img, &labels);
-        let s = generated_spec(&a, &ctx.namespace, &id, &cmd, Some(&img)).map(|mut s| {
+        let s = generated_spec(&a, &ctx.namespace, &id, &cmd, None, Some(&img)).map(|mut s| {
             spec::with_annotations(&mut s, &labels);
             s
         });
@@ -510,6 +559,32 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
     created?;
     println!("{id}");
     Ok(())
+}
+
+/// `path` made absolute against the working directory and cleaned lexically, as Go's
+/// `filepath.Abs` does.
+fn absolute(path: &str) -> Result<String> {
+    let p = Path::new(path);
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("reading the working directory")?
+            .join(p)
+    };
+    let mut out = PathBuf::from("/");
+    for c in full.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out.to_str()
+        .map(str::to_string)
+        .with_context(|| format!("--rootfs {path}: the path is not UTF-8"))
 }
 
 /// Removes the snapshot a failed create prepared; the create's error is the one reported.
@@ -677,7 +752,7 @@ mod tests {
         ]);
         assert_eq!(a.args, ["img", "c1", "/bin/true", "-x"]);
         let cfg = json!({"Env": ["A=1", "PATH=/b"], "Entrypoint": ["/e"], "Cmd": ["c"]});
-        let s = generated_spec(&a, "ns", "c1", &a.args[2..], Some(&img(cfg))).unwrap();
+        let s = generated_spec(&a, "ns", "c1", &a.args[2..], None, Some(&img(cfg))).unwrap();
         assert_eq!(s["process"]["args"], json!(["/bin/true", "-x"]));
         assert_eq!(s["process"]["env"], json!(["A=2", "PATH=/b", "TERM=xterm"]));
         assert_eq!(s["process"]["cwd"], "/w");
@@ -695,7 +770,7 @@ mod tests {
         assert!(s["linux"]["resources"].get("cpu").is_none());
 
         let bad = args(&["--cap-add", "SYS_ADMIN", "img", "c1"]);
-        assert!(generated_spec(&bad, "ns", "c1", &[], None).is_err());
+        assert!(generated_spec(&bad, "ns", "c1", &[], None, None).is_err());
     }
 
     #[test]

@@ -544,6 +544,18 @@ pub fn with_namespace(spec: &mut Value, kind: &str, path: &str) {
     }
 }
 
+/// Leaves the Linux namespace of the given type (the container shares the host's).
+pub fn without_namespace(spec: &mut Value, kind: &str) {
+    if let Some(a) = spec
+        .pointer_mut("/linux/namespaces")
+        .and_then(Value::as_array_mut)
+    {
+        if let Some(i) = a.iter().position(|n| n["type"] == kind) {
+            a.remove(i);
+        }
+    }
+}
+
 /// The resources object of the Linux section, created if missing.
 pub fn resources(spec: &mut Value) -> &mut Map<String, Value> {
     object_in(object_at(spec, "linux"), "resources")
