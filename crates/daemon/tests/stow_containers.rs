@@ -348,6 +348,33 @@ fn stow_containers_create_records_what_ctr_records() {
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
     let (ef, rf) = (env_file.to_str().unwrap(), rootfs.to_str().unwrap());
+    // A directory of device nodes, with what containerd passes over in one: a fifo, a
+    // plain file, a link, a console and a skipped subdirectory.
+    let devs = dir.path().join("devs");
+    std::fs::create_dir_all(devs.join("sub")).unwrap();
+    std::fs::create_dir_all(devs.join("pts")).unwrap();
+    for (node, kind, major, minor) in [
+        ("zero", "c", "1", "5"),
+        ("sub/full", "c", "1", "7"),
+        ("pts/x", "c", "1", "3"),
+        ("console", "c", "5", "1"),
+        ("blk", "b", "7", "0"),
+    ] {
+        let st = Command::new("mknod")
+            .arg(devs.join(node))
+            .args([kind, major, minor])
+            .status()
+            .expect("mknod (coreutils) is needed");
+        assert!(st.success(), "mknod {node}");
+    }
+    assert!(Command::new("mkfifo")
+        .arg(devs.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(devs.join("file"), b"x").unwrap();
+    std::os::unix::fs::symlink("zero", devs.join("link")).unwrap();
+    let dv = devs.to_str().unwrap();
     let mut cases = cases;
     cases.extend([
         // Host networking (the host's name, hosts and resolv.conf), an env file, AppArmor
@@ -364,6 +391,11 @@ fn stow_containers_create_records_what_ctr_records() {
                 "gold",
                 name,
             ],
+        ),
+        // Devices from the host: one node and a directory of them.
+        (
+            "devices",
+            vec!["--device", "/dev/null", "--device", dv, name],
         ),
         // A directory for a root filesystem: no image, no snapshot.
         ("rootfs", vec!["--rootfs", "--label", "r=1", rf]),
@@ -476,13 +508,33 @@ fn stow_containers_create_records_what_ctr_records() {
         .any(|e| e.as_str().unwrap().starts_with("HOSTNAME=")));
     assert_eq!(host["linux"]["namespaces"].as_array().unwrap().len(), 4);
     assert_eq!(host["linux"]["intelRdt"], json!({"closID": "gold"}));
-    let rootfs_spec = spec_of(&records[7]);
-    assert_eq!(rootfs_spec["root"]["path"], rf);
-    assert!(records[7].image.is_empty() && records[7].snapshotter.is_empty());
-    assert_eq!(records[9].labels, HashMap::from([("z".into(), "1".into())]));
-    assert!(records[9].image.is_empty());
+    let devices = spec_of(&records[7]);
+    let paths: Vec<&str> = devices["linux"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    let under = |n: &str| devs.join(n).to_str().unwrap().to_string();
     assert_eq!(
-        records[11]
+        paths,
+        [
+            "/dev/null".to_string(),
+            under("blk"),
+            under("sub/full"),
+            under("zero")
+        ]
+    );
+    let rootfs_spec = spec_of(&records[9]);
+    assert_eq!(rootfs_spec["root"]["path"], rf);
+    assert!(records[11].image.is_empty() && records[9].snapshotter.is_empty());
+    assert_eq!(
+        records[11].labels,
+        HashMap::from([("z".into(), "1".into())])
+    );
+    assert!(records[11].image.is_empty());
+    assert_eq!(
+        records[13]
             .runtime
             .as_ref()
             .unwrap()

@@ -111,6 +111,9 @@ pub struct CreateArgs {
     /// Turn off the spec's noNewPrivileges.
     #[arg(long)]
     allow_new_privs: bool,
+    /// A host device node, or a directory of them, to give the container; repeatable.
+    #[arg(long = "device")]
+    devices: Vec<PathBuf>,
     /// Memory limit in bytes.
     #[arg(long)]
     memory_limit: Option<u64>,
@@ -457,6 +460,9 @@ fn generated_spec(
     if let Some(limit) = a.memory_limit.filter(|l| *l != 0) {
         // Go stores the limit as a signed 64-bit number.
         spec::resources(&mut s).insert("memory".into(), json!({"limit": limit as i64}));
+    }
+    for d in &a.devices {
+        spec::with_devices(&mut s, spec::host_devices(d)?, "rwm");
     }
     if let Some(p) = a.rootfs_propagation.as_deref().filter(|p| !p.is_empty()) {
         s["linux"]["rootfsPropagation"] = json!(p);

@@ -556,6 +556,104 @@ pub fn without_namespace(spec: &mut Value, kind: &str) {
     }
 }
 
+/// The device nodes at `path` (one node, or every node below a directory but those
+/// containerd leaves out) as spec devices, read from the host.
+pub fn host_devices(path: &Path) -> Result<Vec<Value>> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("--device {}: cannot stat it", path.display()))?;
+    if !meta.is_dir() {
+        return device(path)?
+            .map(|d| vec![d])
+            .with_context(|| format!("--device {}: not a device node", path.display()));
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("listing {}", path.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut out = Vec::new();
+    for e in entries {
+        let name = e.file_name();
+        let kind = e
+            .file_type()
+            .with_context(|| format!("reading {}", e.path().display()))?;
+        if kind.is_dir() {
+            let skip = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+            if !skip.iter().any(|s| name == *s) {
+                out.extend(host_devices(&e.path())?);
+            }
+        } else if name != "console" && !kind.is_fifo() {
+            match device(&e.path()) {
+                Ok(Some(d)) => out.push(d),
+                Ok(None) => {}
+                Err(err) if is_not_found(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// One device node as a spec device; `None` for anything else (a link included).
+fn device(path: &Path) -> Result<Option<Value>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(path)?;
+    let mode = m.mode();
+    let kind = match mode & libc::S_IFMT {
+        libc::S_IFBLK => "b",
+        libc::S_IFCHR => "c",
+        libc::S_IFIFO => "p",
+        _ => return Ok(None),
+    };
+    let rdev = m.rdev();
+    Ok(Some(json!({
+        "path": path.to_string_lossy(),
+        "type": kind,
+        "major": libc::major(rdev),
+        "minor": libc::minor(rdev),
+        "fileMode": mode & !libc::S_IFMT,
+        "uid": m.uid(),
+        "gid": m.gid(),
+    })))
+}
+
+/// Adds devices to the spec, each with a cgroup rule allowing `access`.
+pub fn with_devices(spec: &mut Value, devices: Vec<Value>, access: &str) {
+    let rules: Vec<Value> = devices
+        .iter()
+        .map(|d| {
+            json!({"allow": true, "type": d["type"], "major": d["major"], "minor": d["minor"],
+                   "access": access})
+        })
+        .collect();
+    let push = |slot: &mut Value, items: Vec<Value>| {
+        if !slot.is_array() {
+            *slot = json!([]);
+        }
+        if let Some(a) = slot.as_array_mut() {
+            a.extend(items);
+        }
+    };
+    push(
+        object_at(spec, "linux")
+            .entry("devices")
+            .or_insert_with(|| json!([])),
+        devices,
+    );
+    push(
+        resources(spec)
+            .entry("devices")
+            .or_insert_with(|| json!([])),
+        rules,
+    );
+}
+
 /// The resources object of the Linux section, created if missing.
 pub fn resources(spec: &mut Value) -> &mut Map<String, Value> {
     object_in(object_at(spec, "linux"), "resources")
