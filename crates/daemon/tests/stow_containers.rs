@@ -527,7 +527,7 @@ fn stow_containers_create_records_what_ctr_records() {
     );
     let rootfs_spec = spec_of(&records[9]);
     assert_eq!(rootfs_spec["root"]["path"], rf);
-    assert!(records[11].image.is_empty() && records[9].snapshotter.is_empty());
+    assert!(records[9].image.is_empty() && records[9].snapshotter.is_empty());
     assert_eq!(
         records[11].labels,
         HashMap::from([("z".into(), "1".into())])
