@@ -132,6 +132,10 @@ pub struct CreateArgs {
     /// Propagation of the root filesystem mount.
     #[arg(long)]
     rootfs_propagation: Option<String>,
+    /// A privileged container: all of stow's own effective capabilities, every host device,
+    /// no masked or read-only paths, writable /sys.
+    #[arg(long)]
+    privileged: bool,
     /// Share the host's network: no network namespace, the host's /etc/hosts and
     /// /etc/resolv.conf, and its HOSTNAME.
     #[arg(long)]
@@ -402,6 +406,12 @@ fn generated_spec(
         let mut env = spec::env(&s);
         env.push("TERM=xterm".into());
         s["process"]["env"] = json!(env);
+    }
+    if a.privileged {
+        let status = std::fs::read_to_string("/proc/self/status")
+            .context("reading this process's capabilities for --privileged")?;
+        let host = spec::host_devices(Path::new("/dev"))?;
+        spec::with_privileged(&mut s, spec::effective_caps(&status)?, host);
     }
     if a.net_host {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

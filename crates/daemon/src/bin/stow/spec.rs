@@ -654,6 +654,113 @@ pub fn with_devices(spec: &mut Value, devices: Vec<Value>, access: &str) {
     );
 }
 
+/// Capability names by number, as containerd 1.6 knows them (through Linux 5.9).
+const KNOWN_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The names of the effective capabilities in a /proc/<pid>/status text (unknown bits
+/// left out).
+pub fn effective_caps(status: &str) -> Result<Vec<String>> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .context("no CapEff line in /proc/self/status")?
+        .trim();
+    let bits = u64::from_str_radix(hex, 16)
+        .with_context(|| format!("CapEff {hex:?} is not a hexadecimal bitmap"))?;
+    Ok(KNOWN_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (bits >> i) & 1 == 1)
+        .map(|(_, n)| n.to_string())
+        .collect())
+}
+
+/// ctr's `--privileged`: the caller's effective capabilities, no masked or read-only paths,
+/// writable sysfs and cgroupfs, no SELinux label, AppArmor profile or seccomp, every device
+/// allowed and the host's devices given.
+pub fn with_privileged(spec: &mut Value, caps: Vec<String>, host: Vec<Value>) {
+    {
+        let c = object_in(process(spec), "capabilities");
+        for k in ["bounding", "effective", "permitted"] {
+            if caps.is_empty() {
+                c.remove(k);
+            } else {
+                c.insert(k.into(), json!(caps));
+            }
+        }
+        let p = process(spec);
+        p.remove("selinuxLabel");
+        p.remove("apparmorProfile");
+    }
+    let linux = object_at(spec, "linux");
+    for k in ["maskedPaths", "readonlyPaths", "seccomp"] {
+        linux.remove(k);
+    }
+    if let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) {
+        for m in mounts {
+            if m["type"] == "sysfs" || m["type"] == "cgroup" {
+                if let Some(opts) = m.get_mut("options").and_then(Value::as_array_mut) {
+                    for o in opts.iter_mut().filter(|o| *o == "ro") {
+                        *o = json!("rw");
+                    }
+                }
+            }
+        }
+    }
+    resources(spec).insert("devices".into(), json!([{"allow": true, "access": "rwm"}]));
+    let devices = object_at(spec, "linux")
+        .entry("devices")
+        .or_insert_with(|| json!([]));
+    if !devices.is_array() {
+        *devices = json!([]);
+    }
+    if let Some(a) = devices.as_array_mut() {
+        a.extend(host);
+    }
+}
+
 /// The resources object of the Linux section, created if missing.
 pub fn resources(spec: &mut Value) -> &mut Map<String, Value> {
     object_in(object_at(spec, "linux"), "resources")
@@ -764,6 +871,17 @@ mod tests {
         assert_eq!(scoped_path(&d, "/etc/group").unwrap(), d.join("etc/shadow"));
         assert_eq!(read_in_root(&d, "/etc/group").unwrap(), None);
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn effective_caps_read_by_bit() {
+        let st = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000200021\n";
+        assert_eq!(
+            effective_caps(st).unwrap(),
+            ["CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN"]
+        );
+        assert!(effective_caps("CapEff:\tzz\n").is_err());
+        assert!(effective_caps("").is_err());
     }
 
     #[test]
