@@ -608,3 +608,37 @@ fn stow_containers_create_records_what_ctr_records() {
     assert!(!d.ok(&["containers", "ls", "-q"]).contains("bad-cap"));
     assert!(!d.ok(&["snapshots", "ls"]).contains("bad-cap"));
 }
+
+#[test]
+fn stow_containers_create_against_containerd_records_what_ctr_records() {
+    if !require_ctr(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Containerd::start(&dir.path().join("root"), dir.path()).unwrap();
+    let ctr = |a: &[&str]| {
+        c.ctr(a)
+            .unwrap_or_else(|e| panic!("containerd: {e}\n{}", c.log()))
+    };
+    let name = "stowage.test/spec:1";
+    let archive = image_archive(dir.path(), name);
+    ctr(&["images", "import", "--no-unpack", archive.to_str().unwrap()]);
+    let flags = ["--label", "k=v", "--env", "B=2", name];
+    let mut a = vec!["containers", "create"];
+    a.extend(flags);
+    let (mut ca, mut sa) = (a.clone(), a);
+    ca.push("ctr-c");
+    sa.push("stow-c");
+    ctr(&ca);
+    ok("stow create against containerd", stow_out(&c.address, &sa));
+    let records = get_all(&c.address, &["ctr-c", "stow-c"]);
+    same_record(&records[0], &records[1]);
+    assert_eq!(
+        spec_of(&records[1])["process"]["user"]["additionalGids"],
+        json!([1001, 10, 50])
+    );
+    // containerd's own view of the snapshot stow prepared.
+    assert!(ctr(&["snapshots", "ls"])
+        .lines()
+        .any(|l| l.starts_with("stow-c ") && l.contains("Active")));
+}
