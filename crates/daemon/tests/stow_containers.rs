@@ -445,10 +445,27 @@ fn stow_containers_create_records_what_ctr_records() {
     let recorded = get_all(&d.address, &["ctr-defaults"]);
     std::fs::write(&spec_file, &recorded[0].spec.as_ref().unwrap().value).unwrap();
     let sf = spec_file.to_str().unwrap();
-    for (case, extra) in [
-        ("config", vec![]),
+    // A hand-written spec with what containerd's types drop or fill in: unknown fields,
+    // empty optional ones, a key in another case, a missing required one.
+    let odd_file = dir.path().join("odd.json");
+    std::fs::write(
+        &odd_file,
+        r#"{"ociVersion": "1.0.2", "x-top": {"a": 1},
+            "process": {"terminal": false, "Args": ["sh"], "user": {"uid": 0, "umask": 18},
+                        "oomScoreAdj": 0, "x": 1},
+            "root": {"path": "rootfs", "readonly": false}, "hostname": "", "mounts": [],
+            "annotations": {"z": "old", "keep": "1"},
+            "linux": {"namespaces": [{"type": "pid", "path": ""}],
+                      "resources": {"cpu": {"shares": 0}}}}"#,
+    )
+    .unwrap();
+    let of = odd_file.to_str().unwrap();
+    for (case, file, extra) in [
+        ("config", sf, vec![]),
+        ("config-odd", of, vec![]),
         (
             "config-runtime",
+            sf,
             vec![
                 "--runtime",
                 "io.example.other.v1",
@@ -459,7 +476,7 @@ fn stow_containers_create_records_what_ctr_records() {
     ] {
         let (ci, si) = (format!("ctr-{case}"), format!("stow-{case}"));
         for (tool, id) in [("ctr", &ci), ("stow", &si)] {
-            let mut a = vec!["containers", "create", "--config", sf, "--label", "z=1"];
+            let mut a = vec!["containers", "create", "--config", file, "--label", "z=1"];
             a.extend(extra.iter().copied());
             a.push(id);
             if tool == "ctr" {
@@ -568,7 +585,15 @@ fn stow_containers_create_records_what_ctr_records() {
     );
     assert!(records[13].image.is_empty());
     assert_eq!(
-        records[15]
+        spec_of(&records[15]),
+        json!({"ociVersion": "1.0.2",
+               "process": {"user": {"uid": 0, "gid": 0, "umask": 18}, "args": ["sh"],
+                           "cwd": "", "oomScoreAdj": 0},
+               "root": {"path": "rootfs"}, "annotations": {"z": "1", "keep": "1"},
+               "linux": {"namespaces": [{"type": "pid"}], "resources": {"cpu": {"shares": 0}}}})
+    );
+    assert_eq!(
+        records[17]
             .runtime
             .as_ref()
             .unwrap()

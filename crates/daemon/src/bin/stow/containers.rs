@@ -506,14 +506,16 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
     let spec = if let Some(path) = &a.config {
         let text = std::fs::read(path)
             .with_context(|| format!("reading the spec file {}", path.display()))?;
-        let mut s: Value = serde_json::from_slice(&text)
+        let given: Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not an OCI runtime spec (JSON)", path.display()))?;
-        if !s.is_object() {
-            bail!(
-                "{} is not an OCI runtime spec (a JSON object)",
-                path.display()
-            );
-        }
+        // Recorded as containerd's types read it, as ctr records it.
+        let mut s = spec::go_normalized(&given).with_context(|| {
+            format!(
+                "{} is not an OCI runtime spec (containerd reads runtime-spec {})",
+                path.display(),
+                spec::OCI_VERSION
+            )
+        })?;
         container.labels = labels.clone();
         spec::with_annotations(&mut s, &labels);
         s

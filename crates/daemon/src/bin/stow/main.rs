@@ -21,6 +21,7 @@ mod output;
 mod plugins;
 mod snapshots;
 mod spec;
+mod spec_fields;
 
 use std::path::PathBuf;
 

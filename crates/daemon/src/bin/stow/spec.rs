@@ -9,6 +9,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Map, Value};
 
+use crate::spec_fields::{self, Ty};
+
 /// The runtime-spec version containerd 1.6 stamps on the specs it generates.
 pub const OCI_VERSION: &str = "1.0.2-dev";
 
@@ -654,6 +656,109 @@ pub fn with_devices(spec: &mut Value, devices: Vec<Value>, access: &str) {
     );
 }
 
+/// A spec read from a file as containerd's Go types read it and write it back: fields it
+/// does not know are dropped, empty optional ones left out, absent required ones written
+/// as their zero value (ctr records a `--config` spec that way). A value of the wrong kind
+/// is an error, as it is for ctr.
+pub fn go_normalized(v: &Value) -> Result<Value> {
+    normalized(&Ty::Struct(spec_fields::SPEC), Some(v), "spec")
+}
+
+fn normalized(ty: &Ty, v: Option<&Value>, at: &str) -> Result<Value> {
+    let v = v.filter(|v| !v.is_null());
+    let wrong = |want: &str| {
+        anyhow::anyhow!(
+            "{at}: expected {want}, found {}",
+            v.map_or_else(String::new, Value::to_string)
+        )
+    };
+    Ok(match ty {
+        Ty::Str => match v {
+            None => json!(""),
+            Some(Value::String(s)) => json!(s),
+            Some(_) => return Err(wrong("a string")),
+        },
+        Ty::Bool => match v {
+            None => json!(false),
+            Some(Value::Bool(b)) => json!(b),
+            Some(_) => return Err(wrong("true or false")),
+        },
+        Ty::Int => match v {
+            None => json!(0),
+            Some(n) if n.is_i64() => n.clone(),
+            Some(_) => return Err(wrong("an integer")),
+        },
+        Ty::Uint => match v {
+            None => json!(0),
+            Some(n) if n.is_u64() => n.clone(),
+            Some(_) => return Err(wrong("a non-negative integer")),
+        },
+        Ty::Any => v.cloned().unwrap_or(Value::Null),
+        Ty::Ptr(inner) => match v {
+            None => Value::Null,
+            Some(x) => normalized(inner, Some(x), at)?,
+        },
+        Ty::Slice(inner) => match v {
+            None => Value::Null,
+            Some(Value::Array(a)) => Value::Array(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, x)| normalized(inner, Some(x), &format!("{at}[{i}]")))
+                    .collect::<Result<_>>()?,
+            ),
+            Some(_) => return Err(wrong("an array")),
+        },
+        Ty::Map(inner) => match v {
+            None => Value::Null,
+            Some(Value::Object(m)) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| {
+                        Ok((k.clone(), normalized(inner, Some(x), &format!("{at}.{k}"))?))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            Some(_) => return Err(wrong("an object")),
+        },
+        Ty::Struct(fields) => {
+            let input = match v {
+                None => None,
+                Some(Value::Object(m)) => Some(m),
+                Some(_) => return Err(wrong("an object")),
+            };
+            let mut out = Map::new();
+            for f in fields.iter() {
+                // Go matches a key to a field exactly or, failing that, ignoring case.
+                let given = input.and_then(|m| {
+                    m.get(f.name).or_else(|| {
+                        m.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(f.name))
+                            .map(|(_, x)| x)
+                    })
+                });
+                let x = normalized(&f.ty, given, &format!("{at}.{}", f.name))?;
+                if !(f.omitempty && is_empty(&f.ty, &x)) {
+                    out.insert(f.name.to_string(), x);
+                }
+            }
+            Value::Object(out)
+        }
+    })
+}
+
+/// Whether Go's encoder counts a value of kind `ty` as empty (a struct never is).
+fn is_empty(ty: &Ty, v: &Value) -> bool {
+    match (ty, v) {
+        (Ty::Struct(_), _) => false,
+        (_, Value::Null) => true,
+        (Ty::Ptr(_) | Ty::Any, _) => false,
+        (_, Value::Bool(b)) => !b,
+        (_, Value::Number(n)) => n.as_f64() == Some(0.0),
+        (_, Value::String(s)) => s.is_empty(),
+        (_, Value::Array(a)) => a.is_empty(),
+        (_, Value::Object(m)) => m.is_empty(),
+    }
+}
+
 /// Capability names by number, as containerd 1.6 knows them (through Linux 5.9).
 const KNOWN_CAPS: [&str; 41] = [
     "CAP_CHOWN",
@@ -882,6 +987,43 @@ mod tests {
         );
         assert!(effective_caps("CapEff:\tzz\n").is_err());
         assert!(effective_caps("").is_err());
+    }
+
+    #[test]
+    fn a_spec_file_reads_as_containerds_types_read_it() {
+        let given = json!({
+            "ociVersion": "1.0.2", "x-top": {"a": 1},
+            "process": {"terminal": false, "Args": ["sh"], "user": {"uid": 0, "umask": 18},
+                        "oomScoreAdj": 0, "x": 1},
+            "root": {"path": "rootfs", "readonly": false}, "hostname": "", "mounts": [],
+            "linux": {"namespaces": [{"type": "pid", "path": ""}],
+                      "resources": {"cpu": {"shares": 0}}}
+        });
+        assert_eq!(
+            go_normalized(&given).unwrap(),
+            json!({
+                "ociVersion": "1.0.2",
+                "process": {"user": {"uid": 0, "gid": 0, "umask": 18}, "args": ["sh"],
+                            "cwd": "", "oomScoreAdj": 0},
+                "root": {"path": "rootfs"},
+                "linux": {"namespaces": [{"type": "pid"}], "resources": {"cpu": {"shares": 0}}}
+            })
+        );
+        assert_eq!(
+            go_normalized(&json!({})).unwrap(),
+            json!({"ociVersion": ""})
+        );
+        for bad in [
+            json!({"process": {"args": "sh"}}),
+            json!({"process": {"user": {"uid": -1}}}),
+            json!({"linux": {"resources": {"memory": {"limit": 1.5}}}}),
+            json!([]),
+        ] {
+            assert!(go_normalized(&bad).is_err(), "{bad}");
+        }
+        // containerd's own default spec passes through unchanged.
+        let d = default_unix("default", "c");
+        assert_eq!(go_normalized(&d).unwrap(), d);
     }
 
     #[test]
