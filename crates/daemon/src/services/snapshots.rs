@@ -21,27 +21,6 @@ use crate::server::State;
 /// Infos per List response.
 const LIST_BATCH: usize = 100;
 
-/// Runs snapshotter work that waits on the disk (a metastore commit fsyncs) for a request.
-///
-/// On the multi-threaded runtime the work runs on this worker thread, which hands its other
-/// tasks to another thread meanwhile ([`tokio::task::block_in_place`]): the request does not
-/// wait for a blocking-pool thread to wake up and then for this worker to be woken again,
-/// two scheduling delays that grow with the machine's load. Elsewhere (a current-thread
-/// runtime, as in unit tests) it hops to the blocking pool.
-async fn on_this_thread<T, F>(f: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce() -> stowage_core_types::Result<T> + Send + 'static,
-{
-    let multi = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi {
-        inline(tokio::task::block_in_place(f))
-    } else {
-        blocking(f).await
-    }
-}
-
 /// The Snapshots service.
 #[derive(Debug)]
 pub struct Service(pub Arc<State>);
@@ -85,7 +64,7 @@ impl Snapshots for Service {
         let r = req.into_inner();
         let (key, parent) = (r.key.clone(), r.parent.clone());
         let l = labels(r.labels);
-        let mounts = on_this_thread(move || sn.prepare(&key, &parent, l)).await?;
+        let mounts = blocking(move || sn.prepare(&key, &parent, l)).await?;
         let (topic, ty) = topics::SNAPSHOT_PREPARE;
         self.0.exchange.publish(
             &ns,
@@ -108,7 +87,7 @@ impl Snapshots for Service {
         let (_, sn) = self.snapshotter(&req, &req.get_ref().snapshotter)?;
         let r = req.into_inner();
         let l = labels(r.labels);
-        let mounts = on_this_thread(move || sn.view(&r.key, &r.parent, l)).await?;
+        let mounts = blocking(move || sn.view(&r.key, &r.parent, l)).await?;
         Ok(Response::new(pb::ViewSnapshotResponse {
             mounts: mounts_pb(&mounts),
         }))
@@ -135,7 +114,7 @@ impl Snapshots for Service {
         let r = req.into_inner();
         let (name, key) = (r.name.clone(), r.key.clone());
         let l = labels(r.labels);
-        on_this_thread(move || sn.commit(&name, &key, l)).await?;
+        blocking(move || sn.commit(&name, &key, l)).await?;
         let (topic, ty) = topics::SNAPSHOT_COMMIT;
         self.0.exchange.publish(
             &ns,
@@ -156,7 +135,7 @@ impl Snapshots for Service {
         let (ns, sn) = self.snapshotter(&req, &req.get_ref().snapshotter)?;
         let key = req.into_inner().key;
         let k = key.clone();
-        on_this_thread(move || sn.remove(&k)).await?;
+        blocking(move || sn.remove(&k)).await?;
         let (topic, ty) = topics::SNAPSHOT_REMOVE;
         self.0
             .exchange
