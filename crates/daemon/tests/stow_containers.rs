@@ -394,6 +394,15 @@ fn stow_containers_create_records_what_ctr_records() {
     std::fs::write(devs.join("file"), b"x").unwrap();
     std::os::unix::fs::symlink("zero", devs.join("link")).unwrap();
     let dv = devs.to_str().unwrap();
+    let seccomp = dir.path().join("seccomp.json");
+    std::fs::write(
+        &seccomp,
+        r#"{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "x": 1,
+                          "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]}]}"#,
+    )
+    .unwrap();
+    let sc = seccomp.to_str().unwrap();
     let mut cases = cases;
     cases.extend([
         // Host networking (the host's name, hosts and resolv.conf), an env file, AppArmor
@@ -408,6 +417,9 @@ fn stow_containers_create_records_what_ctr_records() {
                 "p1",
                 "--rdt-class",
                 "gold",
+                "--seccomp",
+                "--seccomp-profile",
+                sc,
                 name,
             ],
         ),
@@ -546,6 +558,11 @@ fn stow_containers_create_records_what_ctr_records() {
         .any(|e| e.as_str().unwrap().starts_with("HOSTNAME=")));
     assert_eq!(host["linux"]["namespaces"].as_array().unwrap().len(), 4);
     assert_eq!(host["linux"]["intelRdt"], json!({"closID": "gold"}));
+    assert_eq!(
+        host["linux"]["seccomp"]["syscalls"][0],
+        json!({"names": ["read", "write"], "action": "SCMP_ACT_ALLOW",
+               "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]})
+    );
     let privileged = spec_of(&records[7]);
     assert!(privileged["linux"].get("maskedPaths").is_none());
     assert_eq!(

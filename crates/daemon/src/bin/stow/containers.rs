@@ -140,6 +140,13 @@ pub struct CreateArgs {
     /// /etc/resolv.conf, and its HOSTNAME.
     #[arg(long)]
     net_host: bool,
+    /// Confine the process with seccomp; stow needs the profile given with
+    /// --seccomp-profile (it does not carry containerd's default one).
+    #[arg(long)]
+    seccomp: bool,
+    /// A seccomp profile (JSON, the spec's `linux.seccomp`), with --seccomp.
+    #[arg(long)]
+    seccomp_profile: Option<PathBuf>,
     /// An AppArmor profile (already loaded) for the process.
     #[arg(long)]
     apparmor_profile: Option<String>,
@@ -443,6 +450,22 @@ fn generated_spec(
     }
     if !a.cap_drop.is_empty() {
         spec::with_dropped_caps(&mut s, &a.cap_drop);
+    }
+    match (a.seccomp, &a.seccomp_profile) {
+        (false, Some(_)) => bail!("--seccomp-profile needs --seccomp"),
+        (true, None) => bail!(
+            "--seccomp without --seccomp-profile: stow does not carry containerd's default \
+             seccomp profile; give one with --seccomp-profile FILE"
+        ),
+        (true, Some(f)) => {
+            let text = std::fs::read(f)
+                .with_context(|| format!("reading seccomp profile {}", f.display()))?;
+            let given: Value = serde_json::from_slice(&text)
+                .with_context(|| format!("seccomp profile {} is not JSON", f.display()))?;
+            s["linux"]["seccomp"] = spec::seccomp_normalized(&given)
+                .with_context(|| format!("seccomp profile {}", f.display()))?;
+        }
+        (false, None) => {}
     }
     if let Some(p) = a.apparmor_profile.as_deref().filter(|p| !p.is_empty()) {
         s["process"]["apparmorProfile"] = json!(p);

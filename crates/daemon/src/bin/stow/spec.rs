@@ -664,6 +664,15 @@ pub fn go_normalized(v: &Value) -> Result<Value> {
     normalized(&Ty::Struct(spec_fields::SPEC), Some(v), "spec")
 }
 
+/// A seccomp profile (`linux.seccomp`) as containerd's types read it.
+pub fn seccomp_normalized(v: &Value) -> Result<Value> {
+    normalized(
+        &Ty::Struct(spec_fields::LINUX_SECCOMP),
+        Some(v),
+        "seccomp profile",
+    )
+}
+
 fn normalized(ty: &Ty, v: Option<&Value>, at: &str) -> Result<Value> {
     let v = v.filter(|v| !v.is_null());
     let wrong = |want: &str| {
