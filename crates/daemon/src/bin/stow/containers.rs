@@ -48,7 +48,8 @@ pub enum Cmd {
     },
     /// Record a container as `ctr containers create` does: the image is unpacked if needed,
     /// an active snapshot named by the ID is prepared on it, and containerd's default spec
-    /// is recorded with the image's process defaults; or, with --config, the given spec.
+    /// is recorded with the image's process defaults; with --rootfs a directory stands for
+    /// the image; with --config the given spec is recorded.
     Create(Box<CreateArgs>),
     /// Set (`k=v`) or remove (`k=`) labels of a container; prints the labels it has then.
     Label { id: String, labels: Vec<String> },
