@@ -16,8 +16,10 @@ use stowage_digest_identity::Digester;
 const PIPE_THRESHOLD: u64 = 1 << 20;
 /// Size of the buffers handed to the helper.
 const CHUNK: usize = 512 << 10;
-/// Buffers in flight per writer: bounds memory (4 MiB) and applies back-pressure.
-const MAX_BUFS: usize = 8;
+/// Buffers per writer, the one being filled included: two let the writer fill one while the
+/// helper hashes the other (SHA-256 keeps ahead of page-cache writes), and bound memory to
+/// 1 MiB per concurrent ingest (a pull runs several).
+const MAX_BUFS: usize = 2;
 
 enum Msg {
     Data(Vec<u8>),

@@ -28,7 +28,25 @@ struct Flags {
     log_level: Option<String>,
 }
 
+/// malloc arenas glibc may create. Its default (eight per core) gives most threads of the
+/// runtime's blocking pool an arena of their own, and each keeps the megabyte buffers of the
+/// last ingest or layer apply it served as free but resident memory: measured, the resident
+/// anonymous memory after pulls was five times the live heap. Two arenas keep two cores from
+/// contending on one lock while freed buffers are reused across threads.
+const MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas; must run before any other thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread exists, so
+    // no allocation can race with it.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let flags = Flags::parse();
     let mut cfg = match &flags.config {
         Some(p) => match Config::load(p) {
