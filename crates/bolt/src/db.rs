@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::check;
 use crate::cursor::{Bucket, Cursor, Root};
+use crate::disk::DbFile;
 use crate::error::{Error, Result};
 use crate::format::{
     write_page_header, Meta, Pages, FREELIST_PAGE, LEAF_PAGE, META_SIZE, NO_FREELIST, PAGE_HEADER,
@@ -92,7 +93,7 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Inner {
-    pub file: File,
+    pub file: DbFile,
     pub path: PathBuf,
     pub opts: Options,
     pub page_size: usize,
@@ -119,7 +120,7 @@ impl Inner {
 
     /// Maps `len` bytes.
     pub(crate) fn map(&self, len: usize) -> Result<Arc<Map>> {
-        Map::new(&self.file, len)
+        Map::new(self.file.file(), len)
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
@@ -301,7 +302,7 @@ fn choose_meta(file: &File, len: u64) -> Result<(Meta, usize)> {
     Ok((meta, ps as usize))
 }
 
-fn init_file(file: &File, page_size: usize, sync: bool) -> Result<()> {
+fn init_file(file: &DbFile, page_size: usize, sync: bool) -> Result<()> {
     let mut buf = vec![0u8; page_size * 4];
     for txid in 0..2u64 {
         let m = Meta {
@@ -355,7 +356,21 @@ pub(crate) fn load_freelist(pages: Pages<'_>, meta: &Meta) -> Result<Freelist> {
 impl Db {
     /// Opens (creating if needed, unless read-only) the database at `path`.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Db> {
-        let path = path.as_ref().to_path_buf();
+        Db::open_with(path.as_ref(), opts, DbFile::new)
+    }
+
+    /// Opens the database with its write path running over the simulated disk `sim`.
+    #[cfg(test)]
+    pub(crate) fn open_sim(
+        path: &Path,
+        opts: Options,
+        sim: Arc<crate::disk::sim::SimDisk>,
+    ) -> Result<Db> {
+        Db::open_with(path, opts, |f| DbFile::with_sim(f, sim))
+    }
+
+    fn open_with(path: &Path, opts: Options, wrap: impl FnOnce(File) -> DbFile) -> Result<Db> {
+        let path = path.to_path_buf();
         let file = OpenOptions::new()
             .read(true)
             .write(!opts.read_only)
@@ -365,7 +380,9 @@ impl Db {
             .open(&path)
             .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         lock_file(&file, &path, !opts.read_only, opts.lock_timeout)?;
+        let file = wrap(file);
         let mut len = file
+            .file()
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
             .len();
@@ -389,9 +406,9 @@ impl Db {
             init_file(&file, ps, !opts.no_sync)?;
             len = 4 * ps as u64;
         }
-        let (meta, page_size) = choose_meta(&file, len)?;
+        let (meta, page_size) = choose_meta(file.file(), len)?;
         let map_len = mmap_size(len.max(opts.initial_mmap_size as u64), page_size as u64);
-        let map = Map::new(&file, map_len as usize)?;
+        let map = Map::new(file.file(), map_len as usize)?;
         let freelist = if opts.read_only {
             Freelist::default()
         } else {

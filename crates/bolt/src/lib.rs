@@ -61,6 +61,7 @@
 mod check;
 mod cursor;
 mod db;
+mod disk;
 mod error;
 mod format;
 mod freelist;

@@ -1,7 +1,6 @@
 //! The write transaction: copy-on-write nodes, rebalance, spill and commit.
 
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::cursor::{name, Bucket, Cursor, Root};

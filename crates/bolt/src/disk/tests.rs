@@ -1,0 +1,421 @@
+//! Power-loss and I/O-error tests over the simulated disk.
+//!
+//! A script of random transactions (puts and deletes of small and overflow-sized values,
+//! nested buckets created and dropped) runs against a database whose write path goes
+//! through [`SimDisk`]. A dry run records the operations a script issues; then the same
+//! script is rerun with a fault at chosen operations: at every meta-page write (the power
+//! goes off during it, so it may land whole, torn or not at all), at the data sync right
+//! before it, and at random others. The file a reboot would find is then opened with the
+//! ordinary code and must pass the consistency check and hold exactly the state after a
+//! committed prefix, no shorter than what the engine acknowledged.
+//!
+//! `STOWAGE_BOLT_FAULT_SCRIPTS` raises the number of scripts (default 6 per test).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::sim::{Fault, OpKind, Rng, SimDisk, TraceOp};
+use crate::{Db, Error, Options};
+
+/// Transactions per script.
+const TXS: u64 = 8;
+
+enum Change {
+    Put(Vec<u8>, Vec<u8>),
+    Del(Vec<u8>),
+    /// Replace nested bucket `nest/<name>` with a fresh one of `n` keys.
+    NewBucket(Vec<u8>, u64),
+    DropBucket(Vec<u8>),
+}
+
+/// The changes of transaction `id` of script `seed`: mostly small, every fourth one large
+/// enough to grow the file and write multi-page runs.
+fn tx_changes(seed: u64, id: u64) -> Vec<Change> {
+    let mut r = Rng::new(seed.wrapping_mul(1000).wrapping_add(id));
+    let n = if id % 4 == 0 {
+        300 + r.below(300)
+    } else {
+        1 + r.below(25)
+    };
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let k = r.below(1500).to_be_bytes().to_vec();
+        if r.chance(25) {
+            out.push(Change::Del(k));
+        } else {
+            let len = if r.chance(4) {
+                4000 + r.below(9000)
+            } else {
+                r.below(200)
+            } as usize;
+            out.push(Change::Put(k, vec![id as u8; len]));
+        }
+    }
+    if r.chance(40) {
+        let name = format!("s{}", r.below(4)).into_bytes();
+        if r.chance(60) {
+            out.push(Change::NewBucket(name, r.below(300)));
+        } else {
+            out.push(Change::DropBucket(name));
+        }
+    }
+    out
+}
+
+type Flat = BTreeMap<Vec<u8>, Vec<u8>>;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct State {
+    count: u64,
+    data: Flat,
+    nest: BTreeMap<Vec<u8>, Flat>,
+}
+
+fn bucket_keys(n: u64) -> Flat {
+    (0..n)
+        .map(|j| (j.to_be_bytes().to_vec(), vec![j as u8; 40]))
+        .collect()
+}
+
+/// The state after committing the transactions `ids` of script `seed`, in order.
+fn model(seed: u64, ids: &[u64]) -> State {
+    let mut s = State::default();
+    for &id in ids {
+        s.count += 1;
+        for c in tx_changes(seed, id) {
+            match c {
+                Change::Put(k, v) => {
+                    s.data.insert(k, v);
+                }
+                Change::Del(k) => {
+                    s.data.remove(&k);
+                }
+                Change::NewBucket(name, n) => {
+                    s.nest.insert(name, bucket_keys(n));
+                }
+                Change::DropBucket(name) => {
+                    s.nest.remove(&name);
+                }
+            }
+        }
+    }
+    s
+}
+
+fn commit_tx(db: &Db, seed: u64, id: u64, count: u64) -> crate::Result<()> {
+    db.update::<_, Error>(|tx| {
+        tx.create_bucket_if_not_exists(b"meta")?
+            .put(b"count", &count.to_be_bytes())?;
+        let changes = tx_changes(seed, id);
+        let mut d = tx.create_bucket_if_not_exists(b"data")?;
+        for c in &changes {
+            match c {
+                Change::Put(k, v) => d.put(k, v)?,
+                Change::Del(k) => d.delete(k)?,
+                _ => {}
+            }
+        }
+        let mut nest = tx.create_bucket_if_not_exists(b"nest")?;
+        for c in &changes {
+            match c {
+                Change::NewBucket(name, n) => {
+                    if nest.bucket(name)?.is_some() {
+                        nest.delete_bucket(name)?;
+                    }
+                    let mut b = nest.create_bucket(name)?;
+                    for (k, v) in bucket_keys(*n) {
+                        b.put(&k, &v)?;
+                    }
+                }
+                Change::DropBucket(name) => match nest.delete_bucket(name) {
+                    Ok(()) | Err(Error::BucketNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                },
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+fn flat(b: &crate::Bucket<'_>) -> Flat {
+    let mut out = Flat::new();
+    b.for_each::<Error>(|k, v| {
+        out.insert(k.to_vec(), v.expect("a plain value").to_vec());
+        Ok(())
+    })
+    .expect("iterate");
+    out
+}
+
+/// Reads the state held by `db` after checking its consistency.
+fn read_state(db: &Db, what: &str) -> State {
+    let tx = db.begin_read().expect("begin_read");
+    if let Err(e) = tx.check() {
+        panic!("{what}: consistency check failed: {e}");
+    }
+    let Some(meta) = tx.bucket(b"meta").expect("meta bucket") else {
+        return State::default();
+    };
+    let count = u64::from_be_bytes(
+        meta.get(b"count")
+            .expect("count")
+            .expect("count present")
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let data = flat(&tx.bucket(b"data").expect("data").expect("data present"));
+    let nest_b = tx.bucket(b"nest").expect("nest").expect("nest present");
+    let mut names = Vec::new();
+    nest_b
+        .for_each::<Error>(|k, v| {
+            assert!(v.is_none(), "{what}: nest holds only buckets");
+            names.push(k.to_vec());
+            Ok(())
+        })
+        .expect("iterate nest");
+    let nest = names
+        .into_iter()
+        .map(|n| {
+            let b = nest_b.bucket(&n).expect("nested").expect("listed");
+            (n, flat(&b))
+        })
+        .collect();
+    State { count, data, nest }
+}
+
+/// Opens `image` as a file with the ordinary code and checks it holds the state after the
+/// first `count` of `candidates` for some `count` in `min..=candidates.len()`; returns it.
+fn reopen_and_verify(
+    dir: &Path,
+    image: &[u8],
+    seed: u64,
+    candidates: &[u64],
+    min: usize,
+    what: &str,
+) -> u64 {
+    let path = dir.join("reboot.db");
+    std::fs::write(&path, image).expect("write the rebooted image");
+    let db = Db::open(&path, Options::default())
+        .unwrap_or_else(|e| panic!("{what}: reopen after the fault failed: {e}"));
+    let got = read_state(&db, what);
+    let c = got.count as usize;
+    assert!(
+        (min..=candidates.len()).contains(&c),
+        "{what}: file holds {c} commits, expected {min}..={}",
+        candidates.len()
+    );
+    assert!(
+        got == model(seed, &candidates[..c]),
+        "{what}: content differs from the state after {c} commits"
+    );
+    drop(db);
+    std::fs::remove_file(&path).expect("remove image");
+    got.count
+}
+
+/// A fresh database file, created and synced by the ordinary code; returns its bytes.
+fn fresh(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+    let path = dir.join("sim.db");
+    let _ = std::fs::remove_file(&path);
+    drop(Db::open(&path, Options::default()).expect("create"));
+    let image = std::fs::read(&path).expect("read fresh file");
+    (path, image)
+}
+
+fn scripts() -> u64 {
+    std::env::var("STOWAGE_BOLT_FAULT_SCRIPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+/// Runs script `seed` with no fault and returns the operations it issued.
+fn dry_run(dir: &Path, seed: u64) -> Vec<TraceOp> {
+    let (path, image) = fresh(dir);
+    let sim = Arc::new(SimDisk::new(image, 4096, seed, Fault::None));
+    let db = Db::open_sim(&path, Options::default(), sim.clone()).expect("open");
+    for id in 1..=TXS {
+        commit_tx(&db, seed, id, id).expect("dry-run commit");
+    }
+    sim.trace()
+}
+
+/// Operations worth cutting at: each meta-page write, the sync before it, and random ones.
+fn interesting(trace: &[TraceOp], r: &mut Rng, page_size: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (i, op) in trace.iter().enumerate() {
+        if op.kind == OpKind::Write && op.off < 2 * page_size {
+            out.push(i as u64);
+            out.push(i as u64 - 1);
+        }
+    }
+    for _ in 0..6 {
+        out.push(r.below(trace.len() as u64 + 1));
+    }
+    out
+}
+
+#[test]
+fn power_cut_leaves_a_committed_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut survived, mut lost, mut runs) = (0u64, 0u64, 0u64);
+    for seed in 1..=scripts() {
+        let trace = dry_run(dir.path(), seed);
+        let mut r = Rng::new(seed);
+        for at in interesting(&trace, &mut r, 4096) {
+            let sector = if r.chance(50) { 512 } else { 4096 };
+            let (path, image) = fresh(dir.path());
+            let sim = Arc::new(SimDisk::new(
+                image,
+                sector,
+                seed * 7919 + at,
+                Fault::Cut { n: at },
+            ));
+            let db = Db::open_sim(&path, Options::default(), sim.clone()).expect("open");
+            let mut acked = 0u64;
+            for id in 1..=TXS {
+                match commit_tx(&db, seed, id, id) {
+                    Ok(()) => {
+                        assert!(
+                            !sim.is_cut(),
+                            "a commit reported success after the power cut"
+                        );
+                        acked = id;
+                    }
+                    Err(_) => {
+                        assert!(sim.is_cut(), "commit {id} failed without a fault");
+                        break;
+                    }
+                }
+            }
+            let image = sim.power_cut();
+            drop(db);
+            let ids: Vec<u64> = (1..=(acked + 1).min(TXS)).collect();
+            let what = format!("script {seed}, cut at op {at} ({sector}-byte sectors)");
+            let c = reopen_and_verify(dir.path(), &image, seed, &ids, acked as usize, &what);
+            runs += 1;
+            if c > acked {
+                survived += 1;
+            } else if acked < TXS {
+                lost += 1;
+            }
+        }
+    }
+    // Both outcomes of a commit cut in flight must occur, or the cuts missed the commits.
+    assert!(
+        survived > 0 && lost > 0,
+        "{runs} runs: in-flight commit survived {survived} times, lost {lost} times"
+    );
+}
+
+#[test]
+fn io_errors_fail_the_commit_and_keep_a_committed_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut continued, mut poisoned) = (0u64, 0u64);
+    for seed in 100..100 + scripts() {
+        let trace = dry_run(dir.path(), seed);
+        let mut r = Rng::new(seed);
+        let mut points: Vec<u64> = (0..trace.len() as u64).filter(|_| r.chance(12)).collect();
+        points.extend(interesting(&trace, &mut r, 4096));
+        for at in points {
+            let errno = if r.chance(50) {
+                libc::EIO
+            } else {
+                libc::ENOSPC
+            };
+            let (path, image) = fresh(dir.path());
+            let sim = Arc::new(SimDisk::new(
+                image,
+                512,
+                seed * 104_729 + at,
+                Fault::Fail { n: at, errno },
+            ));
+            let what = format!("script {seed}, errno {errno} at op {at}");
+            let db = Db::open_sim(&path, Options::default(), sim.clone()).expect("open");
+            let mut ok: Vec<u64> = Vec::new();
+            let mut failed: Option<u64> = None;
+            let mut is_poisoned = false;
+            for id in 1..=TXS {
+                let count = ok.len() as u64 + 1;
+                match commit_tx(&db, seed, id, count) {
+                    Ok(()) => {
+                        assert!(!is_poisoned, "{what}: a poisoned handle committed");
+                        ok.push(id);
+                    }
+                    Err(Error::Poisoned) => {
+                        assert!(failed.is_some(), "{what}: poisoned without a failure");
+                        is_poisoned = true;
+                    }
+                    Err(e) => {
+                        let Error::Io { source, .. } = &e else {
+                            panic!("{what}: commit {id} failed with a non-I/O error: {e}");
+                        };
+                        assert_eq!(
+                            source.raw_os_error(),
+                            Some(errno),
+                            "{what}: commit {id} failed with another error: {e}"
+                        );
+                        assert!(failed.is_none(), "{what}: a second commit failed: {e}");
+                        failed = Some(id);
+                        // The handle still shows the last committed state.
+                        let live = read_state(&db, &what);
+                        assert!(
+                            live == model(seed, &ok),
+                            "{what}: after the failed commit the handle shows other data"
+                        );
+                    }
+                }
+            }
+            assert!(failed.is_some(), "{what}: the fault never hit a commit");
+            // A failure in the last commit shows only at the next begin_write.
+            match db.begin_write() {
+                Ok(tx) => {
+                    assert!(!is_poisoned, "{what}: a poisoned handle began a write");
+                    tx.rollback();
+                }
+                Err(Error::Poisoned) => is_poisoned = true,
+                Err(e) => panic!("{what}: begin_write failed: {e}"),
+            }
+            if is_poisoned {
+                poisoned += 1;
+            } else {
+                continued += 1;
+                assert_eq!(
+                    ok.len() as u64,
+                    TXS - 1,
+                    "{what}: commits after the failure"
+                );
+            }
+            // Only a failure that poisons the handle (meta write or sync) may have committed.
+            let mut candidates = ok.clone();
+            if is_poisoned {
+                candidates.extend(failed);
+            }
+            let live = std::fs::read(&path).expect("read the file");
+            let image = sim.power_cut();
+            drop(db);
+            reopen_and_verify(
+                dir.path(),
+                &live,
+                seed,
+                &candidates,
+                ok.len(),
+                &format!("{what}, file as left"),
+            );
+            reopen_and_verify(
+                dir.path(),
+                &image,
+                seed,
+                &candidates,
+                ok.len(),
+                &format!("{what}, after a power cut"),
+            );
+        }
+    }
+    assert!(
+        continued > 0 && poisoned > 0,
+        "faults kept the handle working {continued} times and poisoned it {poisoned} times"
+    );
+}
