@@ -71,6 +71,12 @@ pub(crate) enum Fault {
     Cut {
         n: u64,
     },
+    /// Operation `n` fails with `errno`, and the power goes off during operation `cut`.
+    FailThenCut {
+        n: u64,
+        errno: i32,
+        cut: u64,
+    },
 }
 
 enum Pending {
@@ -151,13 +157,15 @@ impl SimDisk {
         st.ops += 1;
         st.trace.push(TraceOp { kind, off, len });
         match st.fault {
-            Fault::Fail { n: at, errno } if at == n => Ok(Some(errno)),
+            Fault::Fail { n: at, errno } | Fault::FailThenCut { n: at, errno, .. } if at == n => {
+                Ok(Some(errno))
+            }
             _ => Ok(None),
         }
     }
 
     fn is_cut_now(st: &State) -> bool {
-        matches!(st.fault, Fault::Cut { n } if n + 1 == st.ops)
+        matches!(st.fault, Fault::Cut { n } | Fault::FailThenCut { cut: n, .. } if n + 1 == st.ops)
     }
 
     pub(crate) fn write_all_at(&self, file: &File, buf: &[u8], off: u64) -> io::Result<()> {

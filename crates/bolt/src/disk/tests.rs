@@ -217,10 +217,23 @@ fn reopen_and_verify(
 }
 
 /// A fresh database file, created and synced by the ordinary code; returns its bytes.
-fn fresh(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+/// The page size script `seed` runs with: mostly the usual 4096, also a small and a large
+/// one (the sector size used never exceeds it; see FORMAT.md).
+fn page_size(seed: u64) -> usize {
+    [4096, 1024, 8192][(seed % 3) as usize]
+}
+
+fn options(seed: u64) -> Options {
+    Options {
+        page_size: page_size(seed),
+        ..Options::default()
+    }
+}
+
+fn fresh(dir: &Path, seed: u64) -> (std::path::PathBuf, Vec<u8>) {
     let path = dir.join("sim.db");
     let _ = std::fs::remove_file(&path);
-    drop(Db::open(&path, Options::default()).expect("create"));
+    drop(Db::open(&path, options(seed)).expect("create"));
     let image = std::fs::read(&path).expect("read fresh file");
     (path, image)
 }
@@ -240,9 +253,9 @@ fn seeds(first: u64) -> std::ops::Range<u64> {
 
 /// Runs script `seed` with no fault and returns the operations it issued.
 fn dry_run(dir: &Path, seed: u64) -> Vec<TraceOp> {
-    let (path, image) = fresh(dir);
-    let sim = Arc::new(SimDisk::new(image, 4096, seed, Fault::None));
-    let db = Db::open_sim(&path, Options::default(), sim.clone()).expect("open");
+    let (path, image) = fresh(dir, seed);
+    let sim = Arc::new(SimDisk::new(image, 512, seed, Fault::None));
+    let db = Db::open_sim(&path, options(seed), sim.clone()).expect("open");
     for id in 1..=TXS {
         commit_tx(&db, seed, id, id).expect("dry-run commit");
     }
@@ -271,16 +284,20 @@ fn power_cut_leaves_a_committed_prefix() {
     for seed in seeds(1) {
         let trace = dry_run(dir.path(), seed);
         let mut r = Rng::new(seed);
-        for at in interesting(&trace, &mut r, 4096) {
-            let sector = if r.chance(50) { 512 } else { 4096 };
-            let (path, image) = fresh(dir.path());
+        for at in interesting(&trace, &mut r, page_size(seed) as u64) {
+            let sector = if page_size(seed) >= 4096 && r.chance(50) {
+                4096
+            } else {
+                512
+            };
+            let (path, image) = fresh(dir.path(), seed);
             let sim = Arc::new(SimDisk::new(
                 image,
                 sector,
                 seed * 7919 + at,
                 Fault::Cut { n: at },
             ));
-            let db = Db::open_sim(&path, Options::default(), sim.clone()).expect("open");
+            let db = Db::open_sim(&path, options(seed), sim.clone()).expect("open");
             let mut acked = 0u64;
             for id in 1..=TXS {
                 match commit_tx(&db, seed, id, id) {
@@ -300,7 +317,10 @@ fn power_cut_leaves_a_committed_prefix() {
             let image = sim.power_cut();
             drop(db);
             let ids: Vec<u64> = (1..=(acked + 1).min(TXS)).collect();
-            let what = format!("script {seed}, cut at op {at} ({sector}-byte sectors)");
+            let what = format!(
+                "script {seed}, page size {}, cut at op {at} ({sector}-byte sectors)",
+                page_size(seed)
+            );
             let c = reopen_and_verify(dir.path(), &image, seed, &ids, acked as usize, &what);
             runs += 1;
             if c > acked {
@@ -325,7 +345,7 @@ fn io_errors_fail_the_commit_and_keep_a_committed_prefix() {
         let trace = dry_run(dir.path(), seed);
         let mut r = Rng::new(seed);
         let mut points: Vec<u64> = (0..trace.len() as u64).filter(|_| r.chance(12)).collect();
-        points.extend(interesting(&trace, &mut r, 4096));
+        points.extend(interesting(&trace, &mut r, page_size(seed) as u64));
         // A fault past the last operation would hit nothing.
         points.retain(|&p| p < trace.len() as u64);
         for at in points {
@@ -334,24 +354,36 @@ fn io_errors_fail_the_commit_and_keep_a_committed_prefix() {
             } else {
                 libc::ENOSPC
             };
-            let (path, image) = fresh(dir.path());
-            let sim = Arc::new(SimDisk::new(
-                image,
-                512,
-                seed * 104_729 + at,
-                Fault::Fail { n: at, errno },
-            ));
-            let what = format!("script {seed}, errno {errno} at op {at}");
-            let db = Db::open_sim(&path, Options::default(), sim.clone()).expect("open");
+            let (path, image) = fresh(dir.path(), seed);
+            // Half the runs also lose power a little later, so that what a failed commit
+            // left behind meets later commits and a crash.
+            let fault = if r.chance(50) {
+                let cut = at + 1 + r.below(40);
+                Fault::FailThenCut { n: at, errno, cut }
+            } else {
+                Fault::Fail { n: at, errno }
+            };
+            let sim = Arc::new(SimDisk::new(image, 512, seed * 104_729 + at, fault));
+            let what = format!(
+                "script {seed}, page size {}, errno {errno} at op {at}",
+                page_size(seed)
+            );
+            let db = Db::open_sim(&path, options(seed), sim.clone()).expect("open");
             let mut ok: Vec<u64> = Vec::new();
             let mut failed: Option<u64> = None;
             let mut is_poisoned = false;
+            let mut in_flight: Option<u64> = None;
             for id in 1..=TXS {
                 let count = ok.len() as u64 + 1;
                 match commit_tx(&db, seed, id, count) {
                     Ok(()) => {
                         assert!(!is_poisoned, "{what}: a poisoned handle committed");
+                        assert!(!sim.is_cut(), "{what}: a commit succeeded after the cut");
                         ok.push(id);
+                    }
+                    Err(_) if sim.is_cut() => {
+                        in_flight = Some(id);
+                        break;
                     }
                     Err(Error::Poisoned) => {
                         assert!(failed.is_some(), "{what}: poisoned without a failure");
@@ -379,29 +411,35 @@ fn io_errors_fail_the_commit_and_keep_a_committed_prefix() {
             }
             assert!(failed.is_some(), "{what}: the fault never hit a commit");
             // A failure in the last commit shows only at the next begin_write.
-            match db.begin_write() {
-                Ok(tx) => {
-                    assert!(!is_poisoned, "{what}: a poisoned handle began a write");
-                    tx.rollback();
+            if in_flight.is_none() {
+                match db.begin_write() {
+                    Ok(tx) => {
+                        assert!(!is_poisoned, "{what}: a poisoned handle began a write");
+                        tx.rollback();
+                    }
+                    Err(Error::Poisoned) => is_poisoned = true,
+                    Err(e) => panic!("{what}: begin_write failed: {e}"),
                 }
-                Err(Error::Poisoned) => is_poisoned = true,
-                Err(e) => panic!("{what}: begin_write failed: {e}"),
             }
             if is_poisoned {
                 poisoned += 1;
             } else {
                 continued += 1;
-                assert_eq!(
-                    ok.len() as u64,
-                    TXS - 1,
-                    "{what}: commits after the failure"
-                );
+                if in_flight.is_none() {
+                    assert_eq!(
+                        ok.len() as u64,
+                        TXS - 1,
+                        "{what}: commits after the failure"
+                    );
+                }
             }
-            // Only a failure that poisons the handle (meta write or sync) may have committed.
+            // Only a failure that poisons the handle (meta write or sync) may have committed,
+            // and so may the commit in flight at the power cut.
             let mut candidates = ok.clone();
             if is_poisoned {
                 candidates.extend(failed);
             }
+            candidates.extend(in_flight);
             let live = std::fs::read(&path).expect("read the file");
             let image = sim.power_cut();
             drop(db);
