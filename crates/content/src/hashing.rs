@@ -14,11 +14,13 @@ use stowage_digest_identity::Digester;
 
 /// Bytes hashed inline before a helper thread takes over.
 const PIPE_THRESHOLD: u64 = 1 << 20;
-/// Size of the buffers handed to the helper.
-const CHUNK: usize = 512 << 10;
+/// Size of the buffers handed to the helper: large enough that handing one over (a channel
+/// send and a wake-up) is noise next to hashing it, small because a pull writes every layer
+/// at once and each writer holds [`MAX_BUFS`] of them.
+const CHUNK: usize = 128 << 10;
 /// Buffers per writer, the one being filled included: two let the writer fill one while the
-/// helper hashes the other (SHA-256 keeps ahead of page-cache writes), and bound memory to
-/// 1 MiB per concurrent ingest (a pull runs several).
+/// helper hashes the other (SHA-256 keeps ahead of page-cache writes), so memory stays at
+/// 256 KiB per concurrent ingest.
 const MAX_BUFS: usize = 2;
 
 enum Msg {
