@@ -223,9 +223,11 @@ fn page_size(seed: u64) -> usize {
     [4096, 1024, 8192][(seed % 3) as usize]
 }
 
+/// Every fourth script runs without a freelist page (bbolt's `NoFreelistSync`).
 fn options(seed: u64) -> Options {
     Options {
         page_size: page_size(seed),
+        no_freelist_sync: seed % 4 == 3,
         ..Options::default()
     }
 }
