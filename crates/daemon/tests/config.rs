@@ -159,10 +159,6 @@ fn bad_plugin_options_stop_the_start() {
             "unknown policy: sometimes",
         ),
         (
-            "[plugins.\"io.containerd.metadata.v1.bolt\"]\ncontent_sharing_policy = \"isolated\"\n",
-            "isolated",
-        ),
-        (
             "[plugins.\"io.containerd.snapshotter.v1.overlayfs\"]\nupperdir_label = \"on\"\n",
             "upperdir_label",
         ),
