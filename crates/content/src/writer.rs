@@ -296,8 +296,8 @@ impl LocalWriter {
             return Err(self.closed());
         };
         let data = self.paths.data.clone();
-        file.sync_data()
-            .map_err(|e| Error::io(format!("fsync {}", data.display()), e))?;
+        // No fsync yet: the one below, after the final attributes, makes data and metadata
+        // durable together before the rename; one here as well cost a second journal commit.
         let on_disk = file
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", data.display()), e))?
