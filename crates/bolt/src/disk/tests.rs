@@ -332,6 +332,7 @@ fn power_cut_leaves_a_committed_prefix() {
             }
         }
     }
+    eprintln!("{runs} power cuts: in-flight commit survived {survived}, lost {lost}");
     // Both outcomes of a commit cut in flight must occur, or the cuts missed the commits.
     assert!(
         survived > 0 && lost > 0,
@@ -463,6 +464,10 @@ fn io_errors_fail_the_commit_and_keep_a_committed_prefix() {
             );
         }
     }
+    eprintln!(
+        "{} faults: handle kept working {continued}, poisoned {poisoned}",
+        continued + poisoned
+    );
     assert!(
         continued > 0 && poisoned > 0,
         "faults kept the handle working {continued} times and poisoned it {poisoned} times"

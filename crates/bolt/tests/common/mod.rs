@@ -203,6 +203,8 @@ pub fn dump_rust(path: &Path) -> String {
         path,
         Options {
             read_only: true,
+            // A child forked by a parallel test may briefly share the just-closed lock.
+            lock_timeout: Some(std::time::Duration::from_secs(5)),
             ..Options::default()
         },
     )
