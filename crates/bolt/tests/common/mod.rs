@@ -250,7 +250,10 @@ pub fn gobolt() -> Option<PathBuf> {
                 "Go bbolt source missing under {gopath}/src/go.etcd.io/bbolt"
             ));
         }
-        let dir = std::env::temp_dir().join(format!("stowage-gobolt-{}", std::process::id()));
+        // Under the target directory, one per test binary: rebuilt in place by each run instead
+        // of leaving a directory per process in /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("stowage-gobolt-{}", env!("CARGO_CRATE_NAME")));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let bin = dir.join("gobolt");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gobolt/main.go");
