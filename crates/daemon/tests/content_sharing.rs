@@ -508,3 +508,33 @@ async fn unknown_policy_is_refused_at_start() {
     .to_string();
     assert!(e.contains("unknown policy: open"), "{e}");
 }
+
+/// The content conformance suite through our gRPC client against stowaged started with
+/// `content_sharing_policy = "isolated"`: every case on a fresh daemon and root.
+mod isolated_conformance {
+    use std::sync::Arc;
+
+    use stowage_content::testsuite::TestStore;
+    use stowage_daemon::remote::content::RemoteContentStore;
+
+    use super::{bolt_table, fs, Stowaged};
+
+    fn isolated_remote_store() -> TestStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = dir.path().join("stowaged.toml");
+        fs::write(&cfg, format!("version = 2\n{}", bolt_table("isolated"))).unwrap();
+        let d = Stowaged::start_with(
+            &dir.path().join("root"),
+            dir.path(),
+            &["--config", cfg.to_str().unwrap()],
+        )
+        .expect("starting stowaged");
+        // Under a lease, so the collector leaves the blobs of a case alone.
+        d.ok(&["-n", "conformance", "leases", "create", "--id", "suite"]);
+        let store =
+            RemoteContentStore::connect(&d.address, "conformance", Some("suite")).expect("connect");
+        TestStore::new(Arc::new(store), (d, dir))
+    }
+
+    stowage_content::content_store_conformance!(isolated_remote_store);
+}
