@@ -45,8 +45,35 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// How often the scavenger hands free heap back to the kernel.
+const SCAVENGE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts a thread that returns the allocator's free memory to the kernel every
+/// [`SCAVENGE_EVERY`], as Go's background scavenger does for containerd. glibc gives back only
+/// the top of a heap by itself: after many small requests (ten thousand images created and
+/// listed) two thirds of the resident heap was free memory held in the middle of it. A trim
+/// of a heap this size takes well under a millisecond.
+fn start_scavenger() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let spawned = std::thread::Builder::new()
+            .name("stowage-scavenge".into())
+            .spawn(|| loop {
+                std::thread::sleep(SCAVENGE_EVERY);
+                // SAFETY: malloc_trim only releases free heap pages, under the arenas' locks.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("stowaged: no memory scavenger thread: {e}");
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
+    start_scavenger();
     let flags = Flags::parse();
     let mut cfg = match &flags.config {
         Some(p) => match Config::load(p) {
