@@ -89,16 +89,21 @@ impl Containerd {
     /// Starts containerd with `root` (created if missing) and a state dir and socket under
     /// `workdir`, and waits until it answers `ctr version`.
     pub fn start(root: &Path, workdir: &Path) -> Result<Containerd> {
+        Containerd::start_with(root, workdir, "")
+    }
+
+    /// [`Containerd::start`] with `extra` appended to the generated `config.toml` (plugin
+    /// tables such as the bolt plugin's `content_sharing_policy`).
+    pub fn start_with(root: &Path, workdir: &Path, extra: &str) -> Result<Containerd> {
         let state = workdir.join("state");
         let address = workdir.join("containerd.sock");
         let config = workdir.join("config.toml");
         let log = workdir.join("containerd.log");
         fs::create_dir_all(root)?;
         fs::create_dir_all(&state)?;
-        fs::write(
-            &config,
-            config_toml(root, &state, &address, &workdir.join("opt")),
-        )?;
+        let mut toml = config_toml(root, &state, &address, &workdir.join("opt"));
+        toml.push_str(extra);
+        fs::write(&config, toml)?;
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&config)
@@ -160,9 +165,11 @@ impl Containerd {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The daemon's log so far, for failure messages.
+    /// The daemon's output so far (stdout, then stderr, where containerd's logger writes).
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        let mut out = fs::read_to_string(&self.log).unwrap_or_default();
+        out.push_str(&fs::read_to_string(self.log.with_extension("stderr")).unwrap_or_default());
+        out
     }
 
     /// Stops containerd: SIGTERM, up to 10 s, then SIGKILL. The root is left as containerd

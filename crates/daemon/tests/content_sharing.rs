@@ -6,9 +6,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use common::{require_ctr, Stowaged};
 use stowage_daemon::api::containerd::services::content::v1 as cpb;
@@ -16,6 +14,7 @@ use stowage_daemon::api::containerd::services::leases::v1 as lpb;
 use stowage_daemon::api::containerd::services::namespaces::v1 as npb;
 use stowage_daemon::client;
 use stowage_daemon::client::{connect, Headers};
+use stowage_tests::containerd::Containerd;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -26,87 +25,6 @@ fn bolt_table(policy: &str) -> String {
     format!(
         "\n[plugins.\"io.containerd.metadata.v1.bolt\"]\n  content_sharing_policy = \"{policy}\"\n"
     )
-}
-
-/// containerd 1.6 on a private root with the harness's config plus a bolt policy. Stopped by
-/// its pid (SIGTERM, then SIGKILL) on drop.
-struct Containerd {
-    child: Option<Child>,
-    address: PathBuf,
-    log: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path, policy: &str) -> Containerd {
-        let root = dir.join("root");
-        let state = dir.join("state");
-        let address = dir.join("containerd.sock");
-        let log = dir.join("containerd.log");
-        fs::create_dir_all(&root).unwrap();
-        fs::create_dir_all(&state).unwrap();
-        let config = dir.join("config.toml");
-        let mut toml =
-            stowage_tests::containerd::config_toml(&root, &state, &address, &dir.join("opt"));
-        toml.push_str(&bolt_table(policy));
-        fs::write(&config, toml).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting containerd");
-        let mut me = Containerd {
-            child: Some(child),
-            address,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let up = me.address.exists()
-                && common::ctr_at(&me.address, &["version"], None)
-                    .map(|r| r.ok)
-                    .unwrap_or(false);
-            if up {
-                return me;
-            }
-            if let Some(st) = me.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("containerd exited with {st} during start-up:\n{}", me.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not answer within 30 s:\n{}",
-                me.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 fn sha(data: &[u8]) -> String {
@@ -387,7 +305,8 @@ async fn side_by_side(policy: &str) -> Vec<(String, String)> {
     )
     .unwrap();
     let cdir = tempfile::tempdir().unwrap();
-    let c = Containerd::start(cdir.path(), policy);
+    let c = Containerd::start_with(&cdir.path().join("root"), cdir.path(), &bolt_table(policy))
+        .expect("starting containerd");
     // containerd took the policy (it logs it when the option is set).
     let log = c.log();
     assert!(
