@@ -127,7 +127,7 @@ fn commit(
         action: cpb::WriteAction::Commit as i32,
         r#ref: r.into(),
         offset,
-        data: data.to_vec(),
+        data: prost::bytes::Bytes::copy_from_slice(data),
         expected: expected.into(),
         total,
         ..Default::default()

@@ -73,7 +73,7 @@ fn req(action: cpb::WriteAction, r: &str, offset: i64, data: &[u8]) -> cpb::Writ
         action: action as i32,
         r#ref: r.into(),
         offset,
-        data: data.to_vec(),
+        data: prost::bytes::Bytes::copy_from_slice(data),
         ..Default::default()
     }
 }

@@ -108,7 +108,7 @@ pub fn blobs(address: &Path, n: usize, size: usize) -> Result<()> {
                 total: size as i64,
                 expected: format!("sha256:{digest}"),
                 offset: 0,
-                data,
+                data: data.into(),
                 ..Default::default()
             };
             let mut c = client.clone();

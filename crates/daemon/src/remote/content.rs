@@ -305,7 +305,7 @@ impl io::Write for RemoteWriter {
                 action: pb::WriteAction::Write as i32,
                 r#ref: self.reference.clone(),
                 offset: i64::try_from(self.offset).unwrap_or(i64::MAX),
-                data: buf[..n].to_vec(),
+                data: prost::bytes::Bytes::copy_from_slice(&buf[..n]),
                 ..Default::default()
             })
             .map_err(io::Error::other)?;
