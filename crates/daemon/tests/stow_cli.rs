@@ -385,7 +385,7 @@ fn stow_snapshots_content_and_containers_as_ctr_sees_them() {
         "--no-unpack",
         f.archive.to_str().unwrap(),
     ]);
-    stow(
+    let created = stow(
         &d,
         &[
             "containers",
@@ -397,6 +397,10 @@ fn stow_snapshots_content_and_containers_as_ctr_sees_them() {
             "/bin/true",
             "-x",
         ],
+    );
+    assert!(
+        created.is_empty(),
+        "create prints nothing, as ctr: {created:?}"
     );
     let ls = words(&d.ok(&["containers", "ls"]));
     assert!(

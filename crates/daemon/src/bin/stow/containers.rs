@@ -598,8 +598,8 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
         remove_snapshot(ctx, &container).await;
     }
     end_lease(ctx, lease).await;
+    // Silent on success, as ctr is.
     created?;
-    println!("{id}");
     Ok(())
 }
 
