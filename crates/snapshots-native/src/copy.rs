@@ -47,69 +47,271 @@ pub fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
             src.display()
         )));
     }
-    let mut links = HashMap::new();
-    copy_children(src, dst, &mut links, 0)?;
+    let mut copier = Copier::default();
+    copier.copy_children(src, dst, 0)?;
     apply_metadata(src, dst, &md)
 }
 
 /// Trees deeper than this are refused rather than overflowing the stack.
 const MAX_DEPTH: usize = 4096;
 
-fn copy_children(
-    src: &Path,
-    dst: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-    depth: usize,
-) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(Error::invalid_argument(format!(
-            "directory tree deeper than {MAX_DEPTH} levels at {}",
-            src.display()
-        )));
-    }
-    let rd = fs::read_dir(src).map_err(|e| Error::io(format!("read dir {}", src.display()), e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io(format!("read dir {}", src.display()), e))?;
-        let s = entry.path();
-        let d = dst.join(entry.file_name());
-        let md =
-            fs::symlink_metadata(&s).map_err(|e| Error::io(format!("lstat {}", s.display()), e))?;
-        let ft = md.file_type();
-        if ft.is_dir() {
-            mkdir(&d, md.mode() & 0o7777)?;
-            copy_children(&s, &d, links, depth + 1)?;
-            apply_metadata(&s, &d, &md)?;
-            continue;
+/// Files up to this size are copied with one read and one write from a reused buffer: for
+/// them the in-kernel copy's set-up costs more than moving the bytes through user space.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// State of one tree copy.
+///
+/// The memos of what a source filesystem cannot do are per copy and keyed by the source
+/// device, so a mount below the parent tree (a different filesystem) is judged on its own;
+/// the destination is a fresh directory of the snapshotter's, one filesystem throughout.
+#[derive(Default)]
+struct Copier {
+    /// First destination path of each multiply-linked source inode, to hardlink the rest.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Source devices on which `FICLONE` was refused for the filesystem as a whole.
+    no_reflink: Vec<u64>,
+    /// Source devices on which `copy_file_range` was refused for the filesystem as a whole.
+    no_copy_range: Vec<u64>,
+    /// Buffer for small files and the read/write fallback, allocated once per copy.
+    buf: Vec<u8>,
+}
+
+impl Copier {
+    fn copy_children(&mut self, src: &Path, dst: &Path, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(Error::invalid_argument(format!(
+                "directory tree deeper than {MAX_DEPTH} levels at {}",
+                src.display()
+            )));
         }
-        if md.nlink() > 1 {
-            if let Some(first) = links.get(&(md.dev(), md.ino())) {
-                fs::hard_link(first, &d).map_err(|e| {
-                    Error::io(
-                        format!("hardlink {} to {}", d.display(), first.display()),
-                        e,
-                    )
-                })?;
+        let rd =
+            fs::read_dir(src).map_err(|e| Error::io(format!("read dir {}", src.display()), e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(format!("read dir {}", src.display()), e))?;
+            let s = entry.path();
+            let d = dst.join(entry.file_name());
+            let md = fs::symlink_metadata(&s)
+                .map_err(|e| Error::io(format!("lstat {}", s.display()), e))?;
+            let ft = md.file_type();
+            if ft.is_dir() {
+                mkdir(&d, md.mode() & 0o7777)?;
+                self.copy_children(&s, &d, depth + 1)?;
+                apply_metadata(&s, &d, &md)?;
                 continue;
             }
-            links.insert((md.dev(), md.ino()), d.clone());
+            if md.nlink() > 1 {
+                if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                    fs::hard_link(first, &d).map_err(|e| {
+                        Error::io(
+                            format!("hardlink {} to {}", d.display(), first.display()),
+                            e,
+                        )
+                    })?;
+                    continue;
+                }
+                self.links.insert((md.dev(), md.ino()), d.clone());
+            }
+            if ft.is_file() {
+                self.copy_file(&s, &d, &md)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&s)
+                    .map_err(|e| Error::io(format!("readlink {}", s.display()), e))?;
+                std::os::unix::fs::symlink(&target, &d)
+                    .map_err(|e| Error::io(format!("symlink {}", d.display()), e))?;
+            } else {
+                // Devices, fifos, sockets: a new node of the same type and number.
+                let c = cpath(&d)?;
+                // SAFETY: `c` is a NUL-terminated path alive for the call.
+                let rc = unsafe { libc::mknod(c.as_ptr(), md.mode(), md.rdev()) };
+                check(rc, || format!("mknod {}", d.display()))?;
+            }
+            apply_metadata(&s, &d, &md)?;
         }
-        if ft.is_file() {
-            copy_file(&s, &d, &md)?;
-        } else if ft.is_symlink() {
-            let target =
-                fs::read_link(&s).map_err(|e| Error::io(format!("readlink {}", s.display()), e))?;
-            std::os::unix::fs::symlink(&target, &d)
-                .map_err(|e| Error::io(format!("symlink {}", d.display()), e))?;
-        } else {
-            // Devices, fifos, sockets: a new node of the same type and number.
-            let c = cpath(&d)?;
-            // SAFETY: `c` is a NUL-terminated path alive for the call.
-            let rc = unsafe { libc::mknod(c.as_ptr(), md.mode(), md.rdev()) };
-            check(rc, || format!("mknod {}", d.display()))?;
-        }
-        apply_metadata(&s, &d, &md)?;
+        Ok(())
     }
-    Ok(())
+
+    /// Copies a regular file's bytes: a reflink where the filesystem shares extents, else
+    /// the data segments (holes stay holes), by one read and write for small files and
+    /// copy_file_range for the rest. Only the syscalls that can matter are made: an empty
+    /// file needs none, reflink is not retried on a filesystem that refused it, a file whose
+    /// allocation covers its length is not probed for holes, and the length is set only when
+    /// the copy ended short of it (a trailing hole).
+    fn copy_file(&mut self, src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
+        let from = File::open(src).map_err(|e| Error::io(format!("open {}", src.display()), e))?;
+        let to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dst)
+            .map_err(|e| Error::io(format!("create {}", dst.display()), e))?;
+        let size = i64::try_from(md.len())
+            .map_err(|_| Error::invalid_argument(format!("{} is too large", src.display())))?;
+        if size == 0 {
+            return Ok(());
+        }
+        let dev = md.dev();
+        let files = Files {
+            from: &from,
+            to: &to,
+            src,
+            dst,
+        };
+        if !self.no_reflink.contains(&dev) {
+            // SAFETY: both descriptors are open for the duration of the call; FICLONE takes
+            // the source descriptor as its integer argument.
+            let rc = unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) };
+            if rc == 0 {
+                return Ok(());
+            }
+            // These say the filesystem (or the pair) cannot share extents at all; EINVAL
+            // and others can be about this one file (btrfs nodatasum mixes, XFS realtime
+            // files), so they do not stop reflinks for the rest.
+            if matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EOPNOTSUPP)
+                    | Some(libc::ENOTTY)
+                    | Some(libc::ENOSYS)
+                    | Some(libc::EXDEV)
+            ) {
+                self.no_reflink.push(dev);
+            }
+        }
+        // A file with as many bytes allocated as its length has no holes to keep (an
+        // indirect block counted in st_blocks can at worst turn a tiny hole into zeros).
+        if md.blocks() * 512 >= md.len() {
+            let end = if md.len() <= SMALL_FILE {
+                self.copy_plain(&files, 0, size)?
+            } else {
+                self.copy_range(&files, dev, 0, size)?
+            };
+            return files.finish(end, size);
+        }
+        let mut pos: i64 = 0;
+        let mut written: i64 = 0;
+        while pos < size {
+            // SAFETY: lseek on an open descriptor.
+            let data = unsafe { libc::lseek(from.as_raw_fd(), pos, libc::SEEK_DATA) };
+            if data < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENXIO) {
+                    break; // only a hole remains
+                }
+                written = self.copy_plain(&files, pos, size)?;
+                break;
+            }
+            // SAFETY: lseek on an open descriptor.
+            let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
+            let end = if hole < 0 { size } else { hole.min(size) };
+            written = self.copy_range(&files, dev, data, end)?;
+            pos = end;
+        }
+        files.finish(written, size)
+    }
+
+    /// Copies bytes `[start, end)` at the same offsets with copy_file_range, falling back to
+    /// read/write where the kernel refuses. Returns the offset the copy reached.
+    fn copy_range(&mut self, f: &Files<'_>, dev: u64, start: i64, end: i64) -> Result<i64> {
+        if self.no_copy_range.contains(&dev) {
+            return self.copy_plain(f, start, end);
+        }
+        let mut off_in = start;
+        let mut off_out = start;
+        while off_in < end {
+            let len = usize::try_from(end - off_in)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            // SAFETY: valid open descriptors and pointers to local offsets that outlive the
+            // call.
+            let n = unsafe {
+                libc::copy_file_range(
+                    f.from.as_raw_fd(),
+                    &mut off_in,
+                    f.to.as_raw_fd(),
+                    &mut off_out,
+                    len,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV)
+                        | Some(libc::ENOSYS)
+                        | Some(libc::EINVAL)
+                        | Some(libc::EOPNOTSUPP)
+                ) {
+                    // Refused for this filesystem, not for this file: later files go
+                    // straight to read/write.
+                    self.no_copy_range.push(dev);
+                    return self.copy_plain(f, off_in, end);
+                }
+                return Err(f.err(e));
+            }
+            if n == 0 {
+                break; // the file shrank under us
+            }
+        }
+        Ok(off_out)
+    }
+
+    /// Copies bytes `[start, end)` at the same offsets through the reused buffer. Returns
+    /// the offset the copy reached.
+    fn copy_plain(&mut self, f: &Files<'_>, start: i64, end: i64) -> Result<i64> {
+        use std::os::unix::fs::FileExt;
+        let mut off = u64::try_from(start).unwrap_or(0);
+        let end = u64::try_from(end).unwrap_or(0);
+        let want_buf = usize::try_from(end - off.min(end))
+            .unwrap_or(usize::MAX)
+            .min(1 << 20);
+        if self.buf.len() < want_buf {
+            self.buf.resize(want_buf, 0);
+        }
+        while off < end {
+            let want = usize::try_from(end - off)
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            let n = f
+                .from
+                .read_at(&mut self.buf[..want], off)
+                .map_err(|e| f.err(e))?;
+            if n == 0 {
+                break;
+            }
+            f.to.write_all_at(&self.buf[..n], off)
+                .map_err(|e| f.err(e))?;
+            off += n as u64;
+        }
+        Ok(i64::try_from(off).unwrap_or(i64::MAX))
+    }
+}
+
+/// The two open files of one regular-file copy, with their paths for error messages.
+struct Files<'a> {
+    from: &'a File,
+    to: &'a File,
+    src: &'a Path,
+    dst: &'a Path,
+}
+
+impl Files<'_> {
+    fn err(&self, e: io::Error) -> Error {
+        Error::io(
+            format!("copy {} to {}", self.src.display(), self.dst.display()),
+            e,
+        )
+    }
+
+    /// Sets the destination's length when the copy stopped short of `size`: a trailing hole,
+    /// or a source that shrank meanwhile (the length recorded at lstat wins, as before).
+    fn finish(&self, written: i64, size: i64) -> Result<()> {
+        if written == size {
+            return Ok(());
+        }
+        self.to
+            .set_len(u64::try_from(size).unwrap_or(0))
+            .map_err(|e| Error::io(format!("truncate {}", self.dst.display()), e))
+    }
 }
 
 fn mkdir(p: &Path, mode: u32) -> Result<()> {
@@ -117,108 +319,6 @@ fn mkdir(p: &Path, mode: u32) -> Result<()> {
     // SAFETY: `c` is a NUL-terminated path alive for the call.
     let rc = unsafe { libc::mkdir(c.as_ptr(), mode) };
     check(rc, || format!("mkdir {}", p.display()))
-}
-
-/// Copies a regular file's bytes: reflink first, then data segments with copy_file_range.
-fn copy_file(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
-    let from = File::open(src).map_err(|e| Error::io(format!("open {}", src.display()), e))?;
-    let to = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dst)
-        .map_err(|e| Error::io(format!("create {}", dst.display()), e))?;
-    // SAFETY: both descriptors are open for the duration of the call; FICLONE takes the
-    // source descriptor as its integer argument.
-    let cloned = unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) } == 0;
-    if cloned {
-        return Ok(());
-    }
-    let size = i64::try_from(md.len())
-        .map_err(|_| Error::invalid_argument(format!("{} is too large", src.display())))?;
-    let mut pos: i64 = 0;
-    while pos < size {
-        // SAFETY: lseek on an open descriptor.
-        let data = unsafe { libc::lseek(from.as_raw_fd(), pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // only a hole remains
-            }
-            return copy_plain(&from, &to, pos, size, src, dst).map(|_| ());
-        }
-        // SAFETY: lseek on an open descriptor.
-        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { size } else { hole.min(size) };
-        copy_range(&from, &to, data, end, src, dst)?;
-        pos = end;
-    }
-    // The tail may be a hole: set the length explicitly.
-    to.set_len(md.len())
-        .map_err(|e| Error::io(format!("truncate {}", dst.display()), e))
-}
-
-/// Copies bytes `[start, end)` at the same offsets with copy_file_range, falling back to
-/// read/write where the kernel refuses.
-fn copy_range(from: &File, to: &File, start: i64, end: i64, src: &Path, dst: &Path) -> Result<()> {
-    let mut off_in = start;
-    let mut off_out = start;
-    while off_in < end {
-        let len = usize::try_from(end - off_in)
-            .unwrap_or(usize::MAX)
-            .min(1 << 30);
-        // SAFETY: valid open descriptors and pointers to local offsets that outlive the call.
-        let n = unsafe {
-            libc::copy_file_range(
-                from.as_raw_fd(),
-                &mut off_in,
-                to.as_raw_fd(),
-                &mut off_out,
-                len,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EXDEV)
-                    | Some(libc::ENOSYS)
-                    | Some(libc::EINVAL)
-                    | Some(libc::EOPNOTSUPP)
-            ) {
-                return copy_plain(from, to, off_in, end, src, dst);
-            }
-            return Err(Error::io(
-                format!("copy {} to {}", src.display(), dst.display()),
-                e,
-            ));
-        }
-        if n == 0 {
-            break; // the file shrank under us
-        }
-    }
-    Ok(())
-}
-
-fn copy_plain(from: &File, to: &File, start: i64, end: i64, src: &Path, dst: &Path) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let err = |e| Error::io(format!("copy {} to {}", src.display(), dst.display()), e);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = u64::try_from(start).unwrap_or(0);
-    let end = u64::try_from(end).unwrap_or(0);
-    while off < end {
-        let want = usize::try_from(end - off)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = from.read_at(&mut buf[..want], off).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        to.write_all_at(&buf[..n], off).map_err(err)?;
-        off += n as u64;
-    }
-    Ok(())
 }
 
 /// Ownership, mode, xattrs and times of `src` onto `dst` (never following symlinks).

@@ -154,6 +154,16 @@ fn build_source(src: &Path) {
     use std::os::unix::fs::FileExt;
     f.write_all_at(&[9u8; 4096], 32 << 20).unwrap();
     drop(f);
+    // Sparse at the head and ending in data, so no length needs setting after the copy;
+    // small enough for the small-file path were it not sparse.
+    let f = fs::File::create(src.join("sparse-head")).unwrap();
+    f.write_all_at(&[7u8; 4096], 60 << 10).unwrap();
+    drop(f);
+    // Dense files on either side of the small-file size, and an empty one.
+    let pattern = |n: usize| (0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>();
+    fs::write(src.join("dense-small"), pattern(64 << 10)).unwrap();
+    fs::write(src.join("dense-big"), pattern((1 << 20) + 123)).unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
     // Times last, children before parents.
     for (i, p) in TIMED.iter().enumerate() {
         set_times(&src.join(p), 1_000_000_000 + i as i64 * 1000, 123_456_789);
@@ -235,6 +245,19 @@ fn copy_is_faithful() {
         fs::read(dst.join("sparse")).unwrap(),
         fs::read(src.join("sparse")).unwrap()
     );
+    assert_eq!(m("sparse-head").len(), 64 << 10);
+    assert!(
+        m("sparse-head").blocks() * 512 < 64 << 10,
+        "leading hole of sparse-head filled: {} blocks",
+        m("sparse-head").blocks()
+    );
+    for p in ["sparse-head", "dense-small", "dense-big", "empty"] {
+        assert_eq!(
+            fs::read(dst.join(p)).unwrap(),
+            fs::read(src.join(p)).unwrap(),
+            "content of {p}"
+        );
+    }
 }
 
 #[test]
