@@ -112,7 +112,9 @@ impl Copier {
                 self.links.insert((md.dev(), md.ino()), d.clone());
             }
             if ft.is_file() {
+                // Metadata through the open descriptors, sparing the path walks.
                 self.copy_file(&s, &d, &md)?;
+                continue;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&s)
                     .map_err(|e| Error::io(format!("readlink {}", s.display()), e))?;
@@ -130,7 +132,7 @@ impl Copier {
         Ok(())
     }
 
-    /// Copies a regular file's bytes: a reflink where the filesystem shares extents, else
+    /// Copies a regular file, its bytes and then its metadata. The bytes: a reflink where the filesystem shares extents, else
     /// the data segments (holes stay holes), by one read and write for small files and
     /// copy_file_range for the rest. Only the syscalls that can matter are made: an empty
     /// file needs none, reflink is not retried on a filesystem that refused it, a file whose
@@ -144,18 +146,25 @@ impl Copier {
             .mode(0o600)
             .open(dst)
             .map_err(|e| Error::io(format!("create {}", dst.display()), e))?;
-        let size = i64::try_from(md.len())
-            .map_err(|_| Error::invalid_argument(format!("{} is too large", src.display())))?;
-        if size == 0 {
-            return Ok(());
-        }
-        let dev = md.dev();
         let files = Files {
             from: &from,
             to: &to,
             src,
             dst,
         };
+        self.copy_bytes(&files, md)?;
+        files.apply_metadata(md)
+    }
+
+    /// The byte copy of [`Copier::copy_file`] between its two open files.
+    fn copy_bytes(&mut self, files: &Files<'_>, md: &fs::Metadata) -> Result<()> {
+        let (from, to, src) = (files.from, files.to, files.src);
+        let size = i64::try_from(md.len())
+            .map_err(|_| Error::invalid_argument(format!("{} is too large", src.display())))?;
+        if size == 0 {
+            return Ok(());
+        }
+        let dev = md.dev();
         if !self.no_reflink.contains(&dev) {
             // SAFETY: both descriptors are open for the duration of the call; FICLONE takes
             // the source descriptor as its integer argument.
@@ -180,9 +189,9 @@ impl Copier {
         // indirect block counted in st_blocks can at worst turn a tiny hole into zeros).
         if md.blocks() * 512 >= md.len() {
             let end = if md.len() <= SMALL_FILE {
-                self.copy_plain(&files, 0, size)?
+                self.copy_plain(files, 0, size)?
             } else {
-                self.copy_range(&files, dev, 0, size)?
+                self.copy_range(files, dev, 0, size)?
             };
             return files.finish(end, size);
         }
@@ -196,13 +205,13 @@ impl Copier {
                 if e.raw_os_error() == Some(libc::ENXIO) {
                     break; // only a hole remains
                 }
-                written = self.copy_plain(&files, pos, size)?;
+                written = self.copy_plain(files, pos, size)?;
                 break;
             }
             // SAFETY: lseek on an open descriptor.
             let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
             let end = if hole < 0 { size } else { hole.min(size) };
-            written = self.copy_range(&files, dev, data, end)?;
+            written = self.copy_range(files, dev, data, end)?;
             pos = end;
         }
         files.finish(written, size)
@@ -302,6 +311,24 @@ impl Files<'_> {
         )
     }
 
+    /// Ownership, mode, xattrs and times of the source onto the open destination, in the
+    /// same order as [`apply_metadata`] (chown clears setuid bits and capabilities, so it
+    /// goes first; times go last, after every write).
+    fn apply_metadata(&self, md: &fs::Metadata) -> Result<()> {
+        let fd = self.to.as_raw_fd();
+        // SAFETY: `fd` is an open descriptor for the duration of each call.
+        let rc = unsafe { libc::fchown(fd, md.uid(), md.gid()) };
+        check(rc, || format!("chown {}", self.dst.display()))?;
+        // SAFETY: as above.
+        let rc = unsafe { libc::fchmod(fd, md.mode() & 0o7777) };
+        check(rc, || format!("chmod {}", self.dst.display()))?;
+        copy_xattrs(self.src, self.dst, &cpath(self.dst)?)?;
+        let times = timespecs(md);
+        // SAFETY: `times` is an array of two timespecs alive for the call.
+        let rc = unsafe { libc::futimens(fd, times.as_ptr()) };
+        check(rc, || format!("set times of {}", self.dst.display()))
+    }
+
     /// Sets the destination's length when the copy stopped short of `size`: a trailing hole,
     /// or a source that shrank meanwhile (the length recorded at lstat wins, as before).
     fn finish(&self, written: i64, size: i64) -> Result<()> {
@@ -334,16 +361,7 @@ fn apply_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
         check(rc, || format!("chmod {}", dst.display()))?;
     }
     copy_xattrs(src, dst, &c)?;
-    let times = [
-        libc::timespec {
-            tv_sec: md.atime() as libc::time_t,
-            tv_nsec: md.atime_nsec() as _,
-        },
-        libc::timespec {
-            tv_sec: md.mtime() as libc::time_t,
-            tv_nsec: md.mtime_nsec() as _,
-        },
-    ];
+    let times = timespecs(md);
     // SAFETY: `c` is NUL-terminated and `times` is an array of two timespecs, both alive for
     // the call.
     let rc = unsafe {
@@ -355,6 +373,20 @@ fn apply_metadata(src: &Path, dst: &Path, md: &fs::Metadata) -> Result<()> {
         )
     };
     check(rc, || format!("set times of {}", dst.display()))
+}
+
+/// Access and modification times of `md`, as utimensat and futimens take them.
+fn timespecs(md: &fs::Metadata) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: md.atime() as libc::time_t,
+            tv_nsec: md.atime_nsec() as _,
+        },
+        libc::timespec {
+            tv_sec: md.mtime() as libc::time_t,
+            tv_nsec: md.mtime_nsec() as _,
+        },
+    ]
 }
 
 fn xattr_names(src: &Path, csrc: &CString) -> Result<Vec<u8>> {
