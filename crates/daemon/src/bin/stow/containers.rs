@@ -669,7 +669,14 @@ async fn prepare(
         Ok(stowage_images::read_config(&store, &m.config)?.config)
     })
     .await?;
-    let mut s = svc!(ctx, snapshots_pb::snapshots_client::SnapshotsClient<_>);
+    // Under the lease too: until the container record names it, nothing else keeps the new
+    // snapshot from a collection that runs in between.
+    let leased = stowage_daemon::client::Headers::new(Some(&ctx.namespace), Some(lease))?;
+    let mut s = stowage_daemon::client!(
+        snapshots_pb::snapshots_client::SnapshotsClient<_>,
+        ctx.channel.clone(),
+        leased
+    );
     s.prepare(snapshots_pb::PrepareSnapshotRequest {
         snapshotter: sn.into(),
         key: key.into(),
