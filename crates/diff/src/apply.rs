@@ -683,10 +683,15 @@ impl<'o> Applier<'o> {
 /// Workers for small files: one per core beyond the applier's own thread, at least one (with
 /// decompression on a thread of its own, that keeps two cores busy), at most four (more only
 /// contend for the same directory locks).
+/// Computed once: `available_parallelism` reads several /proc and cgroup files per call,
+/// which is a noticeable part of applying a small layer.
 fn worker_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .clamp(1, 4)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .clamp(1, 4)
+    })
 }
 
 fn file_write(file: &mut File, buf: &[u8]) -> Result<()> {

@@ -15,6 +15,12 @@ use stowage_digest_identity::{Compression, Digest, Digester};
 
 /// Size of one chunk of uncompressed data.
 pub(crate) const CHUNK: usize = 1 << 20;
+/// Size of the first chunk the decompressor thread hands over; each later one is twice the
+/// one before, up to [`CHUNK`]. A small first chunk lets the applier start creating files
+/// after a fraction of a millisecond instead of after a whole mebibyte has been inflated:
+/// for a layer of about a mebibyte (common for small layers) a full first chunk would
+/// serialise decompression and file creation.
+const FIRST_CHUNK: usize = 64 << 10;
 /// Chunks in flight between the decompressor thread and the applier.
 const IN_FLIGHT: usize = 3;
 
@@ -30,9 +36,9 @@ pub(crate) struct InlineSource<R> {
     pub(crate) reader: R,
 }
 
-/// Fills `buf` (resized to [`CHUNK`]) as far as the reader allows; returns the bytes read.
-fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.resize(CHUNK, 0);
+/// Fills `buf` (resized to `size`) as far as the reader allows; returns the bytes read.
+fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
+    buf.resize(size, 0);
     let mut n = 0;
     while n < buf.len() {
         match reader.read(&mut buf[n..]) {
@@ -49,7 +55,7 @@ fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<usize> {
 impl<R: Read> ChunkSource for InlineSource<R> {
     fn next_chunk(&mut self, spare: Option<Vec<u8>>) -> io::Result<Option<Vec<u8>>> {
         let mut buf = spare.unwrap_or_default();
-        if fill(&mut self.reader, &mut buf)? == 0 {
+        if fill(&mut self.reader, &mut buf, CHUNK)? == 0 {
             return Ok(None);
         }
         Ok(Some(buf))
@@ -104,9 +110,10 @@ impl Producer {
     /// Reads `reader` to its end in chunks. Stops early, quietly, when the consumer has gone
     /// (it failed and no longer wants data).
     pub(crate) fn run(self, reader: &mut dyn Read) {
+        let mut size = FIRST_CHUNK;
         loop {
             let mut buf = self.spares.try_recv().unwrap_or_default();
-            let item = match fill(reader, &mut buf) {
+            let item = match fill(reader, &mut buf, size) {
                 Ok(0) => return,
                 Ok(_) => Ok(buf),
                 Err(e) => Err(e),
@@ -115,6 +122,7 @@ impl Producer {
             if self.chunks.send(item).is_err() || failed {
                 return;
             }
+            size = (size * 2).min(CHUNK);
         }
     }
 }
@@ -224,5 +232,44 @@ impl<'s> LayerStream<'s> {
         }
         let size = self.digester.len();
         Ok((self.digester.finish(), size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decompressor thread starts with a small chunk and doubles it up to [`CHUNK`], and
+    /// the chunks together are the whole stream in order.
+    #[test]
+    fn threaded_chunks_grow_from_small_to_full_size() {
+        let data: Vec<u8> = (0..(5 * CHUNK + 123)).map(|i| (i % 251) as u8).collect();
+        let (mut source, producer) = channel_pair();
+        let mut reader = io::Cursor::new(data.clone());
+        let sizes = std::thread::scope(|s| {
+            s.spawn(move || producer.run(&mut reader));
+            let mut sizes = Vec::new();
+            let mut got = Vec::new();
+            let mut spare = None;
+            while let Some(chunk) = source.next_chunk(spare.take()).unwrap() {
+                sizes.push(chunk.len());
+                got.extend_from_slice(&chunk);
+                spare = Some(chunk);
+            }
+            assert!(got == data, "the chunks are not the stream");
+            sizes
+        });
+        let mut expected = Vec::new();
+        let (mut left, mut size) = (data.len(), FIRST_CHUNK);
+        while left > 0 {
+            expected.push(size.min(left));
+            left -= size.min(left);
+            size = (size * 2).min(CHUNK);
+        }
+        assert_eq!(sizes, expected);
+        assert_eq!(
+            sizes[..5],
+            [64 << 10, 128 << 10, 256 << 10, 512 << 10, CHUNK]
+        );
     }
 }

@@ -26,15 +26,19 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(f).await;
+    // How long the work took, pool hop included: what to look at first when a call is slow.
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match result {
         // Logged inside the request's span (method and namespace, see `router`).
         Ok(Ok(v)) => {
-            tracing::debug!(outcome = "ok", "request done");
+            tracing::debug!(outcome = "ok", micros, "request done");
             Ok(v)
         }
         Ok(Err(e)) => {
             let status = to_status(&e);
-            tracing::debug!(outcome = ?status.code(), error = %e, "request failed");
+            tracing::debug!(outcome = ?status.code(), micros, error = %e, "request failed");
             Err(status)
         }
         Err(e) => Err(Status::internal(format!("worker failed: {e}"))),
