@@ -671,42 +671,19 @@ async fn prepare(
     .await?;
     // Under the lease too: until the container record names it, nothing else keeps the new
     // snapshot from a collection that runs in between.
-    let leased = stowage_daemon::client::Headers::new(Some(&ctx.namespace), Some(lease))?;
-    let mut s = stowage_daemon::client!(
-        snapshots_pb::snapshots_client::SnapshotsClient<_>,
-        ctx.channel.clone(),
-        leased
-    );
-    s.prepare(snapshots_pb::PrepareSnapshotRequest {
-        snapshotter: sn.into(),
-        key: key.into(),
-        parent: chain.to_string(),
-        labels,
-    })
-    .await
-    .map_err(rpc)
-    .with_context(|| format!("preparing snapshot {key} on {reference}"))?;
     let snap = crate::images::snapshotter(ctx, sn, Some(lease)).await?;
-    let k = key.to_string();
-    let read = blocking(move || {
-        let mounts = snap
-            .mounts(&k)
-            .with_context(|| format!("mounts of snapshot {k}"))?;
-        read_users(mounts)
-    })
-    .await;
-    let (passwd, group) = match read {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = s
-                .remove(snapshots_pb::RemoveSnapshotRequest {
-                    snapshotter: sn.into(),
-                    key: key.into(),
-                })
-                .await;
-            return Err(e);
+    let (k, parent) = (key.to_string(), chain.to_string());
+    let labels: stowage_core_types::Labels = labels.into_iter().collect();
+    let what = format!("preparing snapshot {key} on {reference}");
+    let (passwd, group) = blocking(move || {
+        let mounts = snap.prepare(&k, &parent, labels).context(what)?;
+        let read = read_users(mounts);
+        if read.is_err() {
+            let _ = snap.remove(&k);
         }
-    };
+        read
+    })
+    .await?;
     Ok(FromImage {
         config,
         labels: img.labels,
