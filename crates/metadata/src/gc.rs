@@ -638,62 +638,52 @@ impl Db {
 }
 
 /// Removes the snapshots of `parents` (backend key → parent key) that neither `seen` names
-/// nor a seen snapshot descends from, deepest first, so each removal finds its children
-/// already gone: one attempt per snapshot, no retry passes. Returns the removed keys.
+/// nor a seen snapshot descends from, each once all its children are gone: one attempt per
+/// snapshot, no retry passes. Returns the removed keys.
 fn remove_unreferenced(
     backend: &dyn Snapshotter,
     parents: &HashMap<String, String>,
     seen: &HashSet<String>,
 ) -> Result<Vec<String>> {
     let parent_of = |k: &str| parents.get(k).map(String::as_str).filter(|p| !p.is_empty());
-    // A kept snapshot's ancestors are its layers: they stay whatever the records say.
-    let mut needed: HashSet<&str> = HashSet::new();
-    for k in parents.keys().filter(|k| seen.contains(*k)) {
-        let mut k = Some(k.as_str());
-        while let Some(key) = k {
-            if !needed.insert(key) {
-                break;
-            }
-            k = parent_of(key);
-        }
-    }
-    // Depths, each chain walked once: climb to a known depth (or the top), then fill in the
-    // path on the way back down.
-    let mut depth: HashMap<&str, usize> = HashMap::with_capacity(parents.len());
-    let mut path = Vec::new();
+    // Children each snapshot still has. A parent the walk did not list gets no count and
+    // ends the chain; members of a cycle in a corrupt backend never reach zero.
+    let mut children: HashMap<&str, usize> = parents.keys().map(|k| (k.as_str(), 0)).collect();
     for k in parents.keys() {
-        let mut cur = Some(k.as_str());
-        let mut base = 0;
-        while let Some(key) = cur {
-            if let Some(&d) = depth.get(key) {
-                base = d + 1;
-                break;
-            }
-            // A parent the walk did not list ends the chain, as a missing one would.
-            if !parents.contains_key(key) || path.len() > parents.len() {
-                break;
-            }
-            path.push(key);
-            cur = parent_of(key);
-        }
-        for (i, key) in path.drain(..).rev().enumerate() {
-            depth.insert(key, base + i);
+        if let Some(n) = parent_of(k).and_then(|p| children.get_mut(p)) {
+            *n += 1;
         }
     }
-    let mut doomed: Vec<(usize, &str)> = parents
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !needed.contains(k))
-        .map(|k| (depth.get(k).copied().unwrap_or(0), k))
+    // The leaves, sorted so the order does not depend on hashing; a stack, not recursion,
+    // since chains can be hundreds deep.
+    let mut ready: Vec<&str> = children
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(k, _)| *k)
         .collect();
-    doomed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-    let mut removed = Vec::with_capacity(doomed.len());
-    for (_, k) in doomed {
+    ready.sort_unstable_by(|a, b| b.cmp(a));
+    let mut removed = Vec::new();
+    while let Some(k) = ready.pop() {
+        // What stays keeps its parent, so a kept snapshot's layers are never attempted, nor
+        // the parent of one whose removal was refused (the backend would refuse it too).
+        if seen.contains(k) {
+            continue;
+        }
         match backend.remove(k) {
             Ok(()) => removed.push(k.to_string()),
-            // Gone already, or a child created since the walk holds it: the next sweep sees.
-            Err(e) if e.is(ErrorKind::NotFound) || e.is(ErrorKind::FailedPrecondition) => {}
+            // Gone already: its parent may go all the same.
+            Err(e) if e.is(ErrorKind::NotFound) => {}
+            // A child created since the walk holds it: the next sweep sees.
+            Err(e) if e.is(ErrorKind::FailedPrecondition) => continue,
             Err(e) => return Err(e.context(format!("removing unreferenced snapshot {k}"))),
+        }
+        if let Some(p) = parent_of(k) {
+            if let Some(n) = children.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(p);
+                }
+            }
         }
     }
     Ok(removed)

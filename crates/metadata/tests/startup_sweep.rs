@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stowage_content::LocalStore;
@@ -17,12 +17,26 @@ use stowage_digest_identity::Digester;
 use stowage_metadata::{Db, GcConfig, Options, Scheduler};
 use stowage_snapshots_native::NativeSnapshotter;
 
-/// The native snapshotter, counting the removals asked of it and those it refused.
+/// The native snapshotter, counting the removals asked of it and those it refused, with the
+/// faults of [`Faults`] laid over it.
 #[derive(Debug)]
 struct Counting {
     inner: NativeSnapshotter,
     removes: AtomicUsize,
     refused: AtomicUsize,
+    faults: Mutex<Faults>,
+}
+
+/// How a backend can disagree with what the sweep's walk told it.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Left out of `walk`, as a corrupt backend that lists a parent it does not have.
+    hidden: Option<String>,
+    /// (key, parent) reported by `walk` instead of the real parent.
+    reparent: Option<(String, String)>,
+    /// (key, child): the child is prepared on the key just before its removal, as a client
+    /// racing the sweep would.
+    child_on_remove: Option<(String, String)>,
 }
 
 impl Snapshotter for Counting {
@@ -49,6 +63,10 @@ impl Snapshotter for Counting {
     }
     fn remove(&self, key: &str) -> Result<()> {
         self.removes.fetch_add(1, Ordering::Relaxed);
+        let race = self.faults.lock().unwrap().child_on_remove.clone();
+        if let Some((_, child)) = race.filter(|(k, _)| k == key) {
+            self.inner.prepare(&child, key, Labels::new())?;
+        }
         let r = self.inner.remove(key);
         if r.is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -56,7 +74,19 @@ impl Snapshotter for Counting {
         r
     }
     fn walk(&self, f: &mut dyn FnMut(Info) -> Result<()>, filters: &[String]) -> Result<()> {
-        self.inner.walk(f, filters)
+        let faults = self.faults.lock().unwrap();
+        self.inner.walk(
+            &mut |mut i| {
+                if faults.hidden.as_ref() == Some(&i.name) {
+                    return Ok(());
+                }
+                if let Some((_, p)) = faults.reparent.as_ref().filter(|(k, _)| *k == i.name) {
+                    i.parent = p.clone();
+                }
+                f(i)
+            },
+            filters,
+        )
     }
     fn cleanup(&self) -> Result<()> {
         self.inner.cleanup()
@@ -79,6 +109,7 @@ fn env() -> Env {
             .unwrap(),
         removes: AtomicUsize::new(0),
         refused: AtomicUsize::new(0),
+        faults: Mutex::default(),
     });
     let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
     snapshotters.insert("native".into(), native.clone());
@@ -223,4 +254,107 @@ fn scheduler_sweeps_at_start_even_without_a_startup_delay() {
     );
     assert!(backend_keys(e.native.as_ref()).is_empty());
     s.stop();
+}
+
+/// Commits `name` on `parent` straight in the backend, as a crash before meta.db's commit
+/// leaves it.
+fn backend_commit(e: &Env, name: &str, parent: &str) {
+    let key = format!("{name}-active");
+    e.native.inner.prepare(&key, parent, Labels::new()).unwrap();
+    e.native.inner.commit(name, &key, Labels::new()).unwrap();
+}
+
+#[test]
+fn a_chain_hundreds_deep_goes_top_down_and_spares_its_recorded_base() {
+    let e = env();
+    let sn = e.db.snapshotter("native", "ns", None).unwrap();
+    sn.prepare("base-a", "", Labels::new()).unwrap();
+    sn.commit(
+        "base",
+        "base-a",
+        [("containerd.io/gc.root".to_string(), "1".to_string())].into(),
+    )
+    .unwrap();
+    let recorded = backend_keys(&e.native.inner);
+    let mut parent = recorded.iter().next().unwrap().clone();
+    const DEPTH: usize = 300;
+    for i in 0..DEPTH {
+        let name = format!("layer-{i:03}");
+        backend_commit(&e, &name, &parent);
+        parent = name;
+    }
+
+    let stats = e.db.collect().unwrap();
+    let removed = &stats.snapshots_removed["native"];
+    let expected: Vec<String> = (0..DEPTH).rev().map(|i| format!("layer-{i:03}")).collect();
+    assert_eq!(removed, &expected);
+    assert_eq!(e.native.removes.load(Ordering::Relaxed), DEPTH);
+    assert_eq!(e.native.refused.load(Ordering::Relaxed), 0);
+    assert_eq!(backend_keys(&e.native.inner), recorded);
+    sn.stat("base").unwrap();
+}
+
+#[test]
+fn a_refused_removal_keeps_its_parents_unattempted_and_the_sweep_goes_on() {
+    let e = env();
+    backend_commit(&e, "o1", "");
+    backend_commit(&e, "o2", "o1");
+    e.native.inner.prepare("o3", "o2", Labels::new()).unwrap();
+    e.native.inner.prepare("lone", "", Labels::new()).unwrap();
+    // A client prepares on o2 after the sweep's walk: o2 is refused, and o1 with it.
+    e.native.faults.lock().unwrap().child_on_remove = Some(("o2".into(), "racer".into()));
+
+    let stats = e.db.collect().unwrap();
+    let removed: BTreeSet<&str> = stats.snapshots_removed["native"]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(removed, ["lone", "o3"].into());
+    // o3, o2 and lone asked once each; o1 not at all.
+    assert_eq!(e.native.removes.load(Ordering::Relaxed), 3);
+    assert_eq!(e.native.refused.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        backend_keys(&e.native.inner),
+        ["o1", "o2", "racer"].map(String::from).into()
+    );
+}
+
+#[test]
+fn a_parent_the_walk_does_not_list_ends_the_chain() {
+    let e = env();
+    backend_commit(&e, "unlisted", "");
+    backend_commit(&e, "mid", "unlisted");
+    e.native.inner.prepare("top", "mid", Labels::new()).unwrap();
+    e.native.faults.lock().unwrap().hidden = Some("unlisted".into());
+
+    let stats = e.db.collect().unwrap();
+    assert_eq!(stats.snapshots_removed["native"], ["top", "mid"]);
+    assert_eq!(e.native.removes.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        backend_keys(&e.native.inner),
+        ["unlisted".to_string()].into()
+    );
+}
+
+#[test]
+fn a_cycle_in_the_walk_is_left_alone_and_the_rest_swept() {
+    let e = env();
+    backend_commit(&e, "c1", "");
+    backend_commit(&e, "c2", "c1");
+    e.native.inner.prepare("c3", "c2", Labels::new()).unwrap();
+    e.native.inner.prepare("lone", "", Labels::new()).unwrap();
+    // c1 and c2 each claim the other as parent: neither can be known childless.
+    e.native.faults.lock().unwrap().reparent = Some(("c1".into(), "c2".into()));
+
+    let stats = e.db.collect().unwrap();
+    let removed: BTreeSet<&str> = stats.snapshots_removed["native"]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(removed, ["c3", "lone"].into());
+    assert_eq!(e.native.removes.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        backend_keys(&e.native.inner),
+        ["c1", "c2"].map(String::from).into()
+    );
 }
