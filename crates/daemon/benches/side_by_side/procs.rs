@@ -248,6 +248,29 @@ impl Daemon {
         Ok(took)
     }
 
+    /// Runs `ctr <args>` and returns how long it took and its stdout; fails as
+    /// [`Daemon::ctr_timed`] does.
+    pub fn ctr_timed_output(&self, args: &[&str]) -> Result<(Duration, String)> {
+        let start = Instant::now();
+        let out = self
+            .ctr_cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ctr")?;
+        let took = start.elapsed();
+        if !out.status.success() {
+            bail!(
+                "ctr {} against {} failed: {}\n--- {} log ---\n{}",
+                args.join(" "),
+                self.kind.name(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.kind.name(),
+                self.log_tail()
+            );
+        }
+        Ok((took, String::from_utf8_lossy(&out.stdout).into_owned()))
+    }
+
     /// Resets the kernel's peak-RSS mark (VmHWM) of the daemon.
     pub fn reset_peak_rss(&self) {
         // "5" resets the peak resident set size (proc(5), clear_refs).
