@@ -686,3 +686,153 @@ fn stow_containers_create_against_containerd_records_what_ctr_records() {
         .lines()
         .any(|l| l.starts_with("stow-c ") && l.contains("Active")));
 }
+
+/// The `--seccomp` cases (containerd's default profile, no profile file): alone, with
+/// capabilities added and dropped (the profile follows the bounding set as it stands after
+/// them), and with --privileged (every capability stow or ctr has: ctr applies the profile
+/// after privileging, so the container is confined all the same).
+const SECCOMP_CASES: &[(&str, &[&str])] = &[
+    ("seccomp", &["--seccomp"]),
+    (
+        "seccomp-caps",
+        &[
+            "--cap-add",
+            "CAP_SYS_ADMIN",
+            "--cap-add",
+            "CAP_SYS_PTRACE",
+            "--cap-add",
+            "CAP_SYS_TIME",
+            "--cap-drop",
+            "CAP_CHOWN",
+            "--seccomp",
+        ],
+    ),
+    ("seccomp-privileged", &["--privileged", "--seccomp"]),
+];
+
+/// Creates each seccomp case through ctr and stow on the daemon at `address` and compares
+/// the records; returns stow's records, in the cases' order.
+fn seccomp_records(address: &Path, image: &str) -> Vec<cpb::Container> {
+    let mut ids = Vec::new();
+    for (case, flags) in SECCOMP_CASES {
+        let (ci, si) = (format!("ctr-{case}"), format!("stow-{case}"));
+        for (tool, id) in [("ctr", &ci), ("stow", &si)] {
+            let mut a = vec!["containers", "create"];
+            a.extend(flags.iter().copied());
+            a.extend([image, id.as_str()]);
+            let o = if tool == "ctr" {
+                ctr_out(address, &a)
+            } else {
+                stow_out(address, &a)
+            };
+            assert!(o.stdout.is_empty(), "{tool} {case}: {}", text(&o.stdout));
+            ok(&format!("{tool} {a:?}"), o);
+        }
+        ids.extend([ci, si]);
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let records = get_all(address, &ids);
+    for pair in records.chunks(2) {
+        same_record(&pair[0], &pair[1]);
+    }
+    records.chunks(2).map(|p| p[1].clone()).collect()
+}
+
+/// The syscall rules of a recorded profile, after checking its default action and (on
+/// amd64) its architectures.
+fn seccomp_rules(c: &cpb::Container) -> Vec<Value> {
+    let s = spec_of(c);
+    let p = &s["linux"]["seccomp"];
+    assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO", "{}", c.id);
+    if go_arch() == "amd64" {
+        assert_eq!(
+            p["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
+            "{}",
+            c.id
+        );
+    }
+    p["syscalls"].as_array().expect("no syscalls").clone()
+}
+
+/// Whether some rule allows `name` unconditionally.
+fn allows(rules: &[Value], name: &str) -> bool {
+    rules.iter().any(|r| {
+        r["action"] == "SCMP_ACT_ALLOW"
+            && r.get("args").is_none()
+            && r["names"].as_array().unwrap().contains(&json!(name))
+    })
+}
+
+/// What the cases' profiles must hold whoever made them, spelled out so that a mistake
+/// stow and this test's reading of ctr shared could not pass.
+fn check_seccomp_profiles(stow: &[cpb::Container]) {
+    let plain = seccomp_rules(&stow[0]);
+    assert!(allows(&plain, "read") && allows(&plain, "execve"));
+    assert!(!allows(&plain, "mount") && !allows(&plain, "clone"));
+    assert!(
+        plain.contains(&json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO",
+                                   "errnoRet": 38}))
+    );
+    assert!(plain
+        .iter()
+        .any(|r| r["names"] == json!(["clone"]) && r["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"));
+    assert_eq!(
+        plain
+            .iter()
+            .filter(|r| r["names"] == json!(["personality"]))
+            .count(),
+        5
+    );
+    let caps = seccomp_rules(&stow[1]);
+    for n in [
+        "mount",
+        "clone",
+        "clone3",
+        "ptrace",
+        "process_vm_readv",
+        "settimeofday",
+    ] {
+        assert!(allows(&caps, n), "{n} with the capabilities added");
+    }
+    assert!(!caps.iter().any(|r| r["action"] == "SCMP_ACT_ERRNO"));
+    let privileged = seccomp_rules(&stow[2]);
+    for n in [
+        "mount",
+        "reboot",
+        "init_module",
+        "acct",
+        "iopl",
+        "vhangup",
+        "chroot",
+    ] {
+        assert!(allows(&privileged, n), "{n} when privileged");
+    }
+}
+
+#[test]
+fn stow_containers_create_seccomp_default_profile_as_ctr() {
+    if !require_ctr(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
+    let name = "stowage.test/spec:1";
+    let archive = image_archive(dir.path(), name);
+    d.ok(&["images", "import", "--no-unpack", archive.to_str().unwrap()]);
+    check_seccomp_profiles(&seccomp_records(&d.address, name));
+}
+
+#[test]
+fn stow_containers_create_seccomp_default_profile_against_containerd() {
+    if !require_ctr(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Containerd::start(&dir.path().join("root"), dir.path()).unwrap();
+    let name = "stowage.test/spec:1";
+    let archive = image_archive(dir.path(), name);
+    c.ctr(&["images", "import", "--no-unpack", archive.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("containerd: {e}\n{}", c.log()));
+    check_seccomp_profiles(&seccomp_records(&c.address, name));
+}

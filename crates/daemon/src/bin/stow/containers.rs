@@ -141,8 +141,8 @@ pub struct CreateArgs {
     /// /etc/resolv.conf, and its HOSTNAME.
     #[arg(long)]
     net_host: bool,
-    /// Confine the process with seccomp; stow needs the profile given with
-    /// --seccomp-profile (it does not carry containerd's default one).
+    /// Confine the process with seccomp: containerd's default profile (made for the
+    /// container's capabilities, this architecture and kernel), or --seccomp-profile's.
     #[arg(long)]
     seccomp: bool,
     /// A seccomp profile (JSON, the spec's `linux.seccomp`), with --seccomp.
@@ -454,10 +454,9 @@ fn generated_spec(
     }
     match (a.seccomp, &a.seccomp_profile) {
         (false, Some(_)) => bail!("--seccomp-profile needs --seccomp"),
-        (true, None) => bail!(
-            "--seccomp without --seccomp-profile: stow does not carry containerd's default \
-             seccomp profile; give one with --seccomp-profile FILE"
-        ),
+        // Made from the capabilities set so far, as ctr does (so after --privileged and
+        // --cap-add/--cap-drop).
+        (true, None) => s["linux"]["seccomp"] = crate::seccomp::default_profile(&s),
         (true, Some(f)) => {
             let text = std::fs::read(f)
                 .with_context(|| format!("reading seccomp profile {}", f.display()))?;

@@ -19,6 +19,7 @@ mod leases;
 mod namespaces;
 mod output;
 mod plugins;
+mod seccomp;
 mod snapshots;
 mod spec;
 mod spec_fields;
