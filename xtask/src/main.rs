@@ -5,10 +5,12 @@
 //! - `cargo xtask demo`: the main job: stowaged driven by the real `ctr` (see README).
 //! - `cargo xtask fixtures`: generate the deterministic test images.
 //! - `cargo xtask bench [NAME...]`: run the benchmarks side by side with their references.
+//! - `cargo xtask spec-fields [--check]`: regenerate (or check) stow's runtime-spec field table.
 
 mod demo;
 mod demo_content;
 mod fixtures;
+mod spec_fields;
 mod system;
 
 use std::process::{Command, ExitCode};
@@ -28,6 +30,9 @@ commands:
                   daemon: stowaged next to containerd 1.6 through ctr (pulls from a
                   local registry, lists, snapshots, ingest; STOWAGE_BENCH_QUICK=1 for
                   a short run)
+  spec-fields [--check]
+                  regenerate crates/daemon/src/bin/stow/spec_fields.rs from the
+                  runtime-spec Go types; --check: fail if the committed file differs
   help            this text";
 
 fn main() -> ExitCode {
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fixtures") => fixtures::run(&args[1..]),
+        Some("spec-fields") => spec_fields::run(&args[1..]),
         Some("help") | Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             Ok(())
