@@ -359,12 +359,12 @@ const ALWAYS: &[&str] = &[
 ];
 
 /// `personality(2)` personas that stay allowed (each one an exact match on the first
-/// argument): Linux, Linux with `UNAME26`, `PER_LINUX32`, the two together, and the query
-/// (0xffffffff) that changes nothing.
+/// argument): `PER_LINUX`, `PER_LINUX32` (0x8), `UNAME26` (0x20000), the last two together,
+/// and the query (0xffffffff) that changes nothing.
 const PERSONAS: &[u64] = &[0x0, 0x0008, 0x2_0000, 0x2_0008, 0xffff_ffff];
 
-/// Syscalls allowed when the bounding set holds a capability, in the order containerd
-/// checks them (for each capability of the spec, in the spec's order).
+/// Syscalls allowed when the bounding set holds a capability; the rules come in the order
+/// of the spec's bounding set, one for each capability found here.
 const BY_CAPABILITY: &[(&str, &[&str])] = &[
     ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
     (
