@@ -524,14 +524,36 @@ impl Db {
                 std::mem::take(&mut dirty.snapshotters),
             )
         };
+        // A backend whose sweep stopped on an error stays dirty, with every backend not yet
+        // swept, so the next collection tries again: otherwise its orphans (start-up recovery
+        // relies on this sweep) would stay until some later removal marked it dirty again.
         if content {
-            self.collect_content(&mut stats)?;
+            if let Err(e) = self.collect_content(&mut stats) {
+                self.remark_dirty(true, snapshotters);
+                return Err(e);
+            }
         }
-        for ss in snapshotters {
-            self.collect_snapshotter(&ss, &mut stats)?;
+        let mut left = snapshotters;
+        while let Some(ss) = left.pop_first() {
+            if let Err(e) = self.collect_snapshotter(&ss, &mut stats) {
+                left.insert(ss);
+                self.remark_dirty(false, left);
+                return Err(e);
+            }
         }
         stats.duration = t0.elapsed();
         Ok(stats)
+    }
+
+    /// Marks backends dirty again after a collection could not sweep them.
+    fn remark_dirty(&self, content: bool, snapshotters: std::collections::BTreeSet<String>) {
+        let mut dirty = self
+            .inner
+            .dirty_backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        dirty.content |= content;
+        dirty.snapshotters.extend(snapshotters);
     }
 
     /// Deletes backend blobs and ingests that no namespace records.

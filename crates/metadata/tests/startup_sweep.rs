@@ -37,6 +37,8 @@ struct Faults {
     /// (key, child): the child is prepared on the key just before its removal, as a client
     /// racing the sweep would.
     child_on_remove: Option<(String, String)>,
+    /// Removals of this key fail with an I/O error (a failing disk), while set.
+    fail_remove: Option<String>,
 }
 
 impl Snapshotter for Counting {
@@ -63,6 +65,12 @@ impl Snapshotter for Counting {
     }
     fn remove(&self, key: &str) -> Result<()> {
         self.removes.fetch_add(1, Ordering::Relaxed);
+        if self.faults.lock().unwrap().fail_remove.as_deref() == Some(key) {
+            return Err(stowage_core_types::Error::io(
+                format!("removing {key}"),
+                std::io::Error::other("injected disk failure"),
+            ));
+        }
         let race = self.faults.lock().unwrap().child_on_remove.clone();
         if let Some((_, child)) = race.filter(|(k, _)| k == key) {
             self.inner.prepare(&child, key, Labels::new())?;
@@ -357,4 +365,26 @@ fn a_cycle_in_the_walk_is_left_alone_and_the_rest_swept() {
         backend_keys(&e.native.inner),
         ["c1", "c2"].map(String::from).into()
     );
+}
+
+#[test]
+fn a_sweep_stopped_by_an_error_is_retried_by_the_next_collection() {
+    let e = env();
+    backend_commit(&e, "orphan", "");
+    e.native.faults.lock().unwrap().fail_remove = Some("orphan".into());
+    let err = e.db.collect().unwrap_err();
+    assert!(
+        err.to_string().contains("orphan"),
+        "the error names the snapshot: {err}"
+    );
+    assert!(backend_keys(&e.native.inner).contains("orphan"));
+
+    // Nothing was removed since: only the backend left dirty brings the sweep back.
+    e.native.faults.lock().unwrap().fail_remove = None;
+    let stats = e.db.collect().unwrap();
+    assert_eq!(
+        stats.snapshots_removed["native"],
+        vec!["orphan".to_string()]
+    );
+    assert!(backend_keys(&e.native.inner).is_empty());
 }
