@@ -226,35 +226,23 @@ impl Daemon {
     /// Runs `ctr <args>` with stdout discarded and `stdin` as its input, and returns how long
     /// it took; fails as [`Daemon::ctr`] does.
     pub fn ctr_timed(&self, args: &[&str], stdin: Option<fs::File>) -> Result<Duration> {
-        let start = Instant::now();
-        let out = self
-            .ctr_cmd(args)
-            .stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .context("running ctr")?;
-        let took = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "ctr {} against {} failed: {}\n--- {} log ---\n{}",
-                args.join(" "),
-                self.kind.name(),
-                String::from_utf8_lossy(&out.stderr).trim(),
-                self.kind.name(),
-                self.log_tail()
-            );
-        }
-        Ok(took)
+        let stdin = stdin.map(Stdio::from).unwrap_or_else(Stdio::null);
+        Ok(self.timed(args, stdin, Stdio::null())?.0)
     }
 
     /// Runs `ctr <args>` and returns how long it took and its stdout; fails as
     /// [`Daemon::ctr_timed`] does.
     pub fn ctr_timed_output(&self, args: &[&str]) -> Result<(Duration, String)> {
+        self.timed(args, Stdio::null(), Stdio::piped())
+    }
+
+    fn timed(&self, args: &[&str], stdin: Stdio, stdout: Stdio) -> Result<(Duration, String)> {
         let start = Instant::now();
         let out = self
             .ctr_cmd(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
             .output()
             .context("running ctr")?;
         let took = start.elapsed();
