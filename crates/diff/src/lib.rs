@@ -77,6 +77,7 @@ mod entry;
 pub mod media;
 pub mod mounts;
 pub mod processor;
+mod readahead;
 mod resolve;
 mod stream;
 mod sys;
@@ -94,7 +95,7 @@ pub use mounts::{apply_layer_to_mounts, direct_target, DirectTarget};
 pub use processor::{StreamProcessor, NO_PROCESSOR};
 use stowage_core_types::error::{Error, Result};
 pub use stowage_digest_identity::Compression;
-use stowage_digest_identity::{decompressed_reader, Digest};
+use stowage_digest_identity::{decompressed_bufread, decompressed_reader, Digest};
 
 /// How whiteout entries are materialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,10 +206,21 @@ pub fn apply_layer<R: Read + Send>(
     }
     let root_fd = sys::open_dir_path(target_root)
         .map_err(|e| Error::io(format!("opening target root {}", target_root.display()), e))?;
-    let (compression, mut decoder) = decompressed_reader(reader)?;
     let mut applier = apply::Applier::new(target_root, root_fd, options)?;
-    let (diff_id, size) = if options.threaded && compression != Compression::Uncompressed {
+    let (compression, diff_id, size) = if options.threaded {
+        // Three threads besides the workers: reading the blob, inflating it, and this one
+        // parsing, hashing and writing. Each thread owns what feeds it and drops it when it
+        // stops, so a failure anywhere unblocks the others and the scope can end.
         std::thread::scope(|scope| {
+            let (ahead, feeder) = readahead::pair();
+            let mut reader = reader;
+            scope.spawn(move || feeder.run(&mut reader));
+            let (compression, mut decoder) = decompressed_bufread(ahead)?;
+            if compression == Compression::Uncompressed {
+                let mut source = stream::InlineSource { reader: decoder };
+                let (diff_id, size) = applier.run(&mut source, compression)?;
+                return Ok((compression, diff_id, size));
+            }
             let (mut source, producer) = stream::channel_pair();
             let worker = scope.spawn(move || producer.run(&mut *decoder));
             let result = applier.run(&mut source, compression);
@@ -217,11 +229,14 @@ pub fn apply_layer<R: Read + Send>(
             if worker.join().is_err() {
                 return Err(Error::unknown("layer decompression thread panicked"));
             }
-            result
+            let (diff_id, size) = result?;
+            Ok((compression, diff_id, size))
         })?
     } else {
+        let (compression, decoder) = decompressed_reader(reader)?;
         let mut source = stream::InlineSource { reader: decoder };
-        applier.run(&mut source, compression)?
+        let (diff_id, size) = applier.run(&mut source, compression)?;
+        (compression, diff_id, size)
     };
     if let Some(expected) = &options.expected_diff_id {
         if *expected != diff_id {

@@ -37,7 +37,7 @@ pub(crate) struct InlineSource<R> {
 }
 
 /// Fills `buf` (resized to `size`) as far as the reader allows; returns the bytes read.
-fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
+pub(crate) fn fill(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
     buf.resize(size, 0);
     let mut n = 0;
     while n < buf.len() {

@@ -4,7 +4,7 @@
 //! `compression.DetectCompression` does, so callers need not trust a media type.
 
 use std::fmt;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 
 use stowage_core_types::digest::{Algorithm, Digest};
 use stowage_core_types::error::{Error, Result};
@@ -86,15 +86,41 @@ pub fn decompressed_reader<'a, R: Read + Send + 'a>(
     let compression = detect_compression(&head[..n]);
     let whole = io::Cursor::new(head).take(n as u64).chain(r);
     let br = BufReader::with_capacity(128 * 1024, whole);
-    let reader: Box<dyn Read + Send + 'a> = match compression {
+    Ok((compression, decoder(compression, br)?))
+}
+
+/// As [`decompressed_reader`], for a reader that buffers already: the decompressor reads
+/// straight from `r`'s buffer, with no buffer of its own in between (no copy).
+pub fn decompressed_bufread<'a, R: BufRead + Send + 'a>(
+    mut r: R,
+) -> Result<(Compression, Box<dyn Read + Send + 'a>)> {
+    let head = loop {
+        match r.fill_buf() {
+            Ok(head) => break head,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::from(e).context("reading layer header")),
+        }
+    };
+    if !head.is_empty() && head.len() < 4 {
+        // Too few bytes showing to tell zstd for sure: collect them the general way.
+        return decompressed_reader(r);
+    }
+    let compression = detect_compression(&head[..head.len().min(4)]);
+    Ok((compression, decoder(compression, r)?))
+}
+
+fn decoder<'a, R: BufRead + Send + 'a>(
+    compression: Compression,
+    br: R,
+) -> Result<Box<dyn Read + Send + 'a>> {
+    Ok(match compression {
         Compression::Uncompressed => Box::new(br),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(br)
                 .map_err(|e| Error::io("starting zstd decoder", e))?,
         ),
-    };
-    Ok((compression, reader))
+    })
 }
 
 /// Every digest a layer blob needs, computed in one pass.
@@ -263,6 +289,31 @@ mod tests {
         let z = zstd::encode_all(&sample()[..], 1).unwrap();
         let err = diff_id(&z[..z.len() / 2]).unwrap_err();
         assert!(err.to_string().contains("zstd"), "{err}");
+    }
+
+    #[test]
+    fn bufread_decompresses_every_kind_even_from_a_trickling_buffer() {
+        let data = sample();
+        let blobs = [
+            (data.clone(), Compression::Uncompressed),
+            (gzip(&data), Compression::Gzip),
+            (zstd::encode_all(&data[..], 1).unwrap(), Compression::Zstd),
+        ];
+        for (blob, kind) in blobs {
+            // A whole buffer, and one that shows a single byte at a time (fewer than the
+            // magic needs), must decode the same.
+            for cap in [blob.len(), 1] {
+                let br = io::BufReader::with_capacity(cap, &blob[..]);
+                let (c, mut r) = decompressed_bufread(br).unwrap();
+                assert_eq!(c, kind, "capacity {cap}");
+                let mut out = Vec::new();
+                r.read_to_end(&mut out).unwrap();
+                assert!(out == data, "{kind} with capacity {cap} decoded wrongly");
+            }
+        }
+        let (c, mut r) = decompressed_bufread(&b""[..]).unwrap();
+        assert_eq!(c, Compression::Uncompressed);
+        assert_eq!(r.read(&mut [0u8; 8]).unwrap(), 0);
     }
 
     #[test]

@@ -14,7 +14,8 @@ mod verify;
 pub use chain::{chain_id, chain_ids};
 pub use digester::{digest_of, digest_of_with, digest_reader, digest_reader_with, Digester};
 pub use layer::{
-    decompressed_reader, detect_compression, diff_id, layer_digests, Compression, LayerDigests,
+    decompressed_bufread, decompressed_reader, detect_compression, diff_id, layer_digests,
+    Compression, LayerDigests,
 };
 pub use stowage_core_types::digest::{Algorithm, Digest};
 pub use verify::VerifyingReader;
