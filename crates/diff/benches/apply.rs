@@ -2,7 +2,9 @@
 //!
 //! Generates (deterministically) a ~200 MB layer of large files and a layer of ~50k small
 //! files, gzip-compressed, under `target/diff-bench/`, then times on the same filesystem:
-//! - `decompress`: flate2 (zlib-rs) inflating the layer to nowhere, the floor of any apply;
+//! - `decompress`: flate2 (zlib-rs) reading and inflating the layer to nowhere on one thread,
+//!   as `gzip -dc >/dev/null` does (an apply reads the blob on a thread of its own, so it can
+//!   finish sooner than this);
 //! - `stowage plain` / `stowage overlay`: `apply_layer` onto an empty directory in delete and
 //!   overlay-whiteout mode;
 //! - `gnu tar -xzf`: GNU tar extracting the same file (as root it also restores owners/modes).
