@@ -14,6 +14,7 @@ pub mod fieldpath;
 pub mod filters;
 #[cfg(test)]
 mod gotest;
+pub mod image;
 pub mod labels;
 pub mod mediatype;
 pub mod mount;

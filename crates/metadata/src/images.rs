@@ -3,55 +3,17 @@
 use std::time::SystemTime;
 
 use stowage_bolt::{Bucket, BucketMut};
-use stowage_core_types::filters::{map_field, Filter};
-use stowage_core_types::{fieldpath, Descriptor, Digest, Error, Labels, Result};
+use stowage_core_types::filters::Filter;
+use stowage_core_types::image::{DeleteOptions, Store};
+use stowage_core_types::{fieldpath, Descriptor, Digest, Error, Result};
+
+/// The image record, from core-types (re-exported here, where it used to live).
+pub use stowage_core_types::image::Image;
 
 use crate::db::Db;
 use crate::encoding::{encode_varint, read_size};
 use crate::namespaces::check;
 use crate::schema::*;
-
-/// An image record: a name pointing at a target descriptor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    /// The image name (a reference such as `docker.io/library/alpine:3`).
-    pub name: String,
-    /// Its labels.
-    pub labels: Labels,
-    /// The root descriptor (index or manifest); its annotations are stored on the image.
-    pub target: Descriptor,
-    /// Set by the store at create.
-    pub created_at: SystemTime,
-    /// Set by the store at each update.
-    pub updated_at: SystemTime,
-}
-
-impl Image {
-    /// An image named `name` pointing at `target`, without labels.
-    pub fn new(name: impl Into<String>, target: Descriptor) -> Image {
-        Image {
-            name: name.into(),
-            labels: Labels::new(),
-            target,
-            created_at: SystemTime::UNIX_EPOCH,
-            updated_at: SystemTime::UNIX_EPOCH,
-        }
-    }
-
-    fn field(&self, path: &[&str]) -> Option<String> {
-        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        match path {
-            ["name"] => nonempty(&self.name),
-            ["target", "digest", ..] => Some(self.target.digest.to_string()),
-            ["target", "mediatype", ..] => nonempty(&self.target.media_type),
-            ["labels", rest @ ..] if !self.labels.is_empty() => map_field(rest, &self.labels),
-            ["annotations", rest @ ..] if !self.target.annotations.is_empty() => {
-                map_field(rest, &self.target.annotations)
-            }
-            _ => None,
-        }
-    }
-}
 
 /// The images of one namespace.
 #[derive(Debug, Clone)]
@@ -152,7 +114,7 @@ impl Images {
                 continue;
             };
             let img = read_image(&lossy(&name), b)?;
-            if filter.matches(&|p: &[&str]| img.field(p)) {
+            if filter.matches(&|p: &[&str]| img.filter_field(p)) {
                 out.push(img);
             }
         }
@@ -251,5 +213,33 @@ impl Images {
             self.db.mark_dirty();
             Ok(())
         })
+    }
+}
+
+/// containerd's `images.Store` over this namespace's images: the inherent methods, with a
+/// synchronous delete waiting for the collection it causes.
+impl Store for Images {
+    fn get(&self, name: &str) -> Result<Image> {
+        Images::get(self, name)
+    }
+
+    fn list(&self, filters: &[String]) -> Result<Vec<Image>> {
+        Images::list(self, filters)
+    }
+
+    fn create(&self, image: Image) -> Result<Image> {
+        Images::create(self, image)
+    }
+
+    fn update(&self, image: Image, fieldpaths: &[String]) -> Result<Image> {
+        Images::update(self, image, fieldpaths)
+    }
+
+    fn delete(&self, name: &str, opts: DeleteOptions) -> Result<()> {
+        if opts.synchronous {
+            self.delete_sync(name).map(|_| ())
+        } else {
+            Images::delete(self, name)
+        }
     }
 }

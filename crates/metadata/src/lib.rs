@@ -38,6 +38,8 @@ mod namespaces;
 mod scheduler;
 mod schema;
 mod snapshots;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use containers::{Container, Containers, Runtime};
 pub use content::{ContentSharing, ContentStore, INGEST_EXPIRY};
