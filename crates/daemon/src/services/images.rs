@@ -173,7 +173,13 @@ impl Images for Service {
         // when `annotations` paths ask for them.
         let replaces_target = paths.is_empty() || paths.iter().any(|p| p == "target");
         if replaces_target {
-            check_target(&img.target.clone().unwrap_or_default())?;
+            if let Err(bad) = check_target(&img.target.clone().unwrap_or_default()) {
+                // containerd looks the image up first: a missing one is NotFound, whatever
+                // the request carries.
+                let (db, n, name) = (self.0.db.clone(), ns.clone(), img.name.clone());
+                blocking(move || db.images(&n)?.get(&name)).await?;
+                return Err(bad);
+            }
         }
         // bolt refuses an empty label key when the labels are written (code Unknown); the
         // label checks before that do not look at it.
