@@ -74,7 +74,12 @@ pub(crate) fn read_image(name: &str, b: Bucket<'_>) -> Result<Image> {
     })
 }
 
-fn write_image(b: &mut BucketMut<'_>, image: &Image) -> Result<()> {
+/// Writes `image`, first dropping its empty label and annotation values: they are not
+/// stored, and the image the caller gets back must be what a later get returns (containerd
+/// drops them from the caller's maps as it writes).
+fn write_image(b: &mut BucketMut<'_>, image: &mut Image) -> Result<()> {
+    image.labels.retain(|_, v| !v.is_empty());
+    image.target.annotations.retain(|_, v| !v.is_empty());
     write_timestamps(b, image.created_at, image.updated_at)?;
     write_labels(b, &image.labels)?;
     write_map(b, ANNOTATIONS, &image.target.annotations)?;
@@ -132,7 +137,7 @@ impl Images {
             let mut b = ib.create_bucket(image.name.as_bytes()).b()?;
             image.created_at = SystemTime::now();
             image.updated_at = image.created_at;
-            write_image(&mut b, &image)
+            write_image(&mut b, &mut image)
         })?;
         Ok(image)
     }
@@ -187,7 +192,7 @@ impl Images {
             validate(&updated)?;
             updated.created_at = created;
             updated.updated_at = SystemTime::now();
-            write_image(&mut b, &updated)?;
+            write_image(&mut b, &mut updated)?;
             Ok(updated)
         })
     }

@@ -67,6 +67,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("missing_images", missing_images),
     ("invalid_images", invalid_images),
     ("names_are_opaque", names_are_opaque),
+    ("empty_values_dropped", empty_values_dropped),
     ("list_filters", list_filters),
     ("update_labels", update_labels),
     ("update_single_label", update_single_label),
@@ -114,7 +115,7 @@ macro_rules! image_store_conformance {
     ($factory:expr) => {
         $crate::image_store_conformance!(@cases $factory;
             create_get_round_trip create_existing missing_images invalid_images
-            names_are_opaque list_filters update_labels update_single_label update_target
+            names_are_opaque empty_values_dropped list_filters update_labels update_single_label update_target
             update_annotations update_everything update_invalid namespaces_isolate
             delete_then_get synchronous_delete concurrent_create);
     };
@@ -330,6 +331,28 @@ pub fn names_are_opaque(t: &TestImages) {
     let mut want: Vec<&str> = odd.to_vec();
     want.sort();
     assert_eq!(list(s, &[]), want, "listed in byte order of the names");
+}
+
+/// Labels and annotations with empty values are not stored, and what create and update
+/// return already lacks them.
+pub fn empty_values_dropped(t: &TestImages) {
+    let s = &*t.images;
+    let mut tgt = target(MANIFEST, 19, 10);
+    tgt.annotations = labels(&[("empty", ""), ("kept", "a")]);
+    let created = s
+        .create(image("img", tgt, &[("empty", ""), ("kept", "1")]))
+        .expect("create");
+    assert_eq!(created.labels, labels(&[("kept", "1")]));
+    assert_eq!(created.target.annotations, labels(&[("kept", "a")]));
+    assert_eq!(s.get("img").expect("get"), created);
+    let mut tgt = target(MANIFEST, 19, 10);
+    tgt.annotations = labels(&[("kept", ""), ("new", "b")]);
+    let updated = s
+        .update(image("img", tgt, &[("kept", ""), ("new", "2")]), &[])
+        .expect("update");
+    assert_eq!(updated.labels, labels(&[("new", "2")]));
+    assert_eq!(updated.target.annotations, labels(&[("new", "b")]));
+    assert_eq!(s.get("img").expect("get"), updated);
 }
 
 /// containerd's filter language over name, target and label/annotation fields; several
