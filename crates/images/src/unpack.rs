@@ -4,23 +4,25 @@
 //! Layer `i` becomes the committed snapshot named by the ChainID of DiffIDs `0..=i`, whose
 //! parent is the snapshot of layers `0..i`. A layer whose snapshot already exists is skipped,
 //! so unpacking an image twice, or two images sharing base layers, reuses what is there.
-//! Otherwise the layer is applied into a fresh active snapshot with containerd's key
+//! Otherwise a fresh active snapshot is prepared with containerd's key
 //! `extract-<unique> <chainID>` and label `containerd.io/snapshot.ref=<chainID>` (plus the
-//! layer's `containerd.io/snapshot/*` annotations), its DiffID checked by the applier, and the
-//! snapshot committed; on any failure the active snapshot is removed, so nothing half applied
-//! remains and no committed snapshot exists for a layer that did not apply cleanly.
+//! layer's `containerd.io/snapshot/*` annotations), the layer is applied onto its mounts by an
+//! [`Applier`] (the local differ, or a daemon's Diff service, as containerd's client unpacks),
+//! the DiffID it reports is checked against the config's, and the snapshot is committed; on
+//! any failure the active snapshot is removed, so nothing half applied remains and no committed
+//! snapshot exists for a layer that did not apply cleanly.
 
 use std::fs::File;
 use std::path::Path;
 
-use stowage_core_types::content::{Manager, Provider, SectionReader};
+use stowage_core_types::content::{Manager, Provider};
+use stowage_core_types::diff::{Applier, ApplyConfig};
 use stowage_core_types::mount::Mount;
 use stowage_core_types::platform::Matcher;
 use stowage_core_types::snapshot::Snapshotter;
 use stowage_core_types::{Descriptor, Digest, Error, ErrorKind, Labels, Result};
-use stowage_diff::{apply_layer, ApplyOptions, ApplyResult, LayerEncoding, WhiteoutMode};
+use stowage_diff::{direct_target, DirectTarget};
 use stowage_digest_identity::chain_id;
-use stowage_snapshots_storage::mount::with_temp_mount;
 
 use crate::model::read_config;
 use crate::platform::resolve_manifest;
@@ -33,31 +35,12 @@ pub const INHERITED_LABEL_PREFIX: &str = "containerd.io/snapshot/";
 /// The first word of an extraction snapshot's key.
 pub const UNPACK_KEY_PREFIX: &str = "extract";
 
-/// How a layer gets into its snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ApplyMode {
-    /// containerd's choice, plus one shortcut: when the snapshot's mounts are a single
-    /// `overlay` mount with an `upperdir`, apply straight into the upper directory writing
-    /// overlayfs' own whiteouts, with the lower directories consulted for implied parent
-    /// directories (containerd's fast path); when they are a single writable `bind` mount of a
-    /// directory (a base layer, or the native snapshotter), apply straight into that directory,
-    /// which gives the tree the mount would, without a mount and unmount per layer; otherwise
-    /// mount the snapshot on a temporary directory and apply there, whiteouts deleting.
-    ///
-    /// Unlike containerd, the overlay fast path is also taken inside a user namespace: the
-    /// snapshotter's `userxattr` option selects the `user.overlay.*` whiteout forms.
-    #[default]
-    Auto,
-    /// Always mount the snapshot and apply onto the mounted tree (whiteouts delete; overlayfs,
-    /// if mounted, records them its own way).
-    Mount,
-}
-
 /// Options of [`unpack`].
 #[derive(Debug, Clone, Default)]
 pub struct UnpackOptions {
-    /// How layers are applied.
-    pub apply_mode: ApplyMode,
+    /// Passed to every apply, as containerd's unpack `WithApplyOpts` (payloads for the
+    /// applier's stream processors, such as decryption parameters).
+    pub apply: ApplyConfig,
 }
 
 /// What [`unpack`] did.
@@ -78,7 +61,7 @@ pub struct Unpacked {
 pub struct UnpackedLayer {
     /// The layer blob.
     pub descriptor: Descriptor,
-    /// Its DiffID (from the config; verified by the applier when `applied`).
+    /// Its DiffID (from the config; the applier's result matched it when `applied`).
     pub diff_id: Digest,
     /// The name of its committed snapshot.
     pub chain_id: Digest,
@@ -86,8 +69,14 @@ pub struct UnpackedLayer {
     pub applied: bool,
 }
 
-/// Unpacks the image `target` (a manifest, or an index resolved with `matcher`) from
-/// `provider` into `snapshotter` and returns the top ChainID with what was done.
+/// Unpacks the image `target` (a manifest, or an index resolved with `matcher`) read from
+/// `provider` into `snapshotter`, each layer applied by `applier`, and returns the top ChainID
+/// with what was done.
+///
+/// `applier` reads the layer blobs from its own content store, which must hold what
+/// `provider` does (the same store, or the same namespace of a daemon). When it writes a layer
+/// straight into a directory of this host (an overlay upper directory, a bind mount's source),
+/// that filesystem is flushed (`syncfs`) before the layer's snapshot is committed.
 ///
 /// Errors: NotFound when no manifest matches the platform; InvalidArgument when the config's
 /// DiffIDs do not pair up with the manifest's layers or a document is malformed; DataLoss when
@@ -96,6 +85,7 @@ pub struct UnpackedLayer {
 pub fn unpack(
     provider: &dyn Provider,
     snapshotter: &dyn Snapshotter,
+    applier: &dyn Applier,
     target: &Descriptor,
     matcher: &Matcher,
     options: &UnpackOptions,
@@ -126,8 +116,8 @@ pub fn unpack(
             return Err(Error::unknown("empty layer chain"));
         };
         let applied = unpack_layer(
-            provider,
             snapshotter,
+            applier,
             layer,
             &diff_ids[i],
             parent.as_ref(),
@@ -160,8 +150,8 @@ pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
 pub const GC_REF_SNAPSHOT_PREFIX: &str = "containerd.io/gc.ref.snapshot.";
 
 /// Records an unpack in the content store's labels as containerd's unpacker does:
-/// `containerd.io/uncompressed=<DiffID>` on every layer applied now (its DiffID was verified
-/// by the apply), then `containerd.io/gc.ref.snapshot.<snapshotter_name>=<top ChainID>` on the
+/// `containerd.io/uncompressed=<DiffID>` on every layer applied now (the applier reported that
+/// DiffID), then `containerd.io/gc.ref.snapshot.<snapshotter_name>=<top ChainID>` on the
 /// config. Other labels are left alone.
 pub fn record_labels(
     manager: &dyn Manager,
@@ -195,8 +185,8 @@ fn set_label(manager: &dyn Manager, digest: &Digest, key: &str, value: &str) -> 
 
 /// Applies one layer as the committed snapshot `chain`; `Ok(false)` when it already existed.
 fn unpack_layer(
-    provider: &dyn Provider,
     snapshotter: &dyn Snapshotter,
+    applier: &dyn Applier,
     layer: &Descriptor,
     diff_id: &Digest,
     parent: Option<&Digest>,
@@ -252,7 +242,7 @@ fn unpack_layer(
             )),
         }
     };
-    if let Err(e) = apply_into(provider, layer, diff_id, &mounts, options.apply_mode) {
+    if let Err(e) = apply_into(applier, layer, diff_id, &mounts, &options.apply) {
         return Err(abort(e.context(format!(
             "failed to extract layer {diff_id} ({})",
             layer.digest
@@ -271,79 +261,39 @@ fn unpack_layer(
     }
 }
 
-/// Streams `layer` from the provider into the snapshot behind `mounts`, checking `diff_id`,
-/// and flushes the written filesystem before returning so a commit records durable data.
+/// Applies `layer` onto the snapshot behind `mounts` through `applier`, checks that the
+/// uncompressed stream it applied has the config's `diff_id`, and flushes the written
+/// filesystem so that the commit that follows records durable data.
 fn apply_into(
-    provider: &dyn Provider,
+    applier: &dyn Applier,
     layer: &Descriptor,
     diff_id: &Digest,
     mounts: &[Mount],
-    mode: ApplyMode,
-) -> Result<ApplyResult> {
-    let ra = provider.reader_at(layer)?;
-    let reader = SectionReader::new(&*ra, 0);
-    let encoding = LayerEncoding::MediaType(&layer.media_type);
-    if mode == ApplyMode::Auto {
-        if let Some((upper, lowers, user_xattr)) = overlay_upper(mounts) {
-            let opts = ApplyOptions {
-                whiteouts: WhiteoutMode::Overlay { user_xattr },
-                expected_diff_id: Some(diff_id.clone()),
-                parents: lowers,
-                ..ApplyOptions::default()
-            };
-            let result = apply_layer(reader, encoding, &upper, &opts)?;
-            sync_filesystem(&upper)?;
-            return Ok(result);
-        }
-        if let Some(dir) = writable_bind_source(mounts) {
-            let opts = ApplyOptions {
-                whiteouts: WhiteoutMode::Delete,
-                expected_diff_id: Some(diff_id.clone()),
-                ..ApplyOptions::default()
-            };
-            let result = apply_layer(reader, encoding, &dir, &opts)?;
+    config: &ApplyConfig,
+) -> Result<()> {
+    let applied = applier.apply(layer, mounts, config)?;
+    if applied.digest != *diff_id {
+        return Err(Error::data_loss(format!(
+            "layer DiffID mismatch: expected {diff_id}, got {}",
+            applied.digest
+        )));
+    }
+    // Appliers write an overlay snapshot through its upper directory and a bind-mounted one
+    // through its source, so that directory's filesystem holds the layer now. Any other mount
+    // set (several mounts, a block device, relative paths) the applier mounted itself and has
+    // unmounted again; there is no directory here to flush, and unmounting does not sync, so
+    // such a layer is as durable as the applier left it.
+    if let Ok(target) = direct_target(mounts) {
+        let dir = match target {
+            DirectTarget::OverlayUpper { upper, .. } => upper,
+            DirectTarget::Directory(dir) => dir,
+        };
+        // A relative path has a meaning only to the mount that was made of it.
+        if dir.is_absolute() {
             sync_filesystem(&dir)?;
-            return Ok(result);
         }
     }
-    let opts = ApplyOptions {
-        whiteouts: WhiteoutMode::Delete,
-        expected_diff_id: Some(diff_id.clone()),
-        ..ApplyOptions::default()
-    };
-    with_temp_mount(mounts, |root| {
-        let result = apply_layer(reader, encoding, root, &opts)?;
-        sync_filesystem(root)?;
-        Ok(result)
-    })
-}
-
-/// The upper directory, lower directories (nearest first) and `userxattr` flag of a single
-/// overlay mount, when the mounts are exactly that and the paths are absolute (a relative
-/// path would need the mount's working directory, which only mounting knows).
-fn overlay_upper(mounts: &[Mount]) -> Option<(std::path::PathBuf, Vec<std::path::PathBuf>, bool)> {
-    let [m] = mounts else { return None };
-    if m.kind != "overlay" {
-        return None;
-    }
-    let upper = Path::new(m.option_value("upperdir")?);
-    let lowers: Vec<std::path::PathBuf> = m.lower_dirs().iter().map(Into::into).collect();
-    if !upper.is_absolute() || lowers.iter().any(|l| !l.is_absolute()) {
-        return None;
-    }
-    Some((upper.to_path_buf(), lowers, m.has_option("userxattr")))
-}
-
-/// The source directory of a single writable bind mount, when the mounts are exactly that
-/// and the source is an absolute path to a directory.
-fn writable_bind_source(mounts: &[Mount]) -> Option<std::path::PathBuf> {
-    let [m] = mounts else { return None };
-    if m.kind != "bind" || m.is_readonly() {
-        return None;
-    }
-    let src = Path::new(&m.source);
-    let is_dir = std::fs::symlink_metadata(src).is_ok_and(|md| md.is_dir());
-    (src.is_absolute() && is_dir).then(|| src.to_path_buf())
+    Ok(())
 }
 
 /// `syncfs(2)` on the filesystem holding `path`.
@@ -396,47 +346,5 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         assert_ne!(unique_part(), unique_part());
-    }
-
-    #[test]
-    fn fast_path_only_for_a_single_absolute_overlay_mount() {
-        let ov = Mount::new(
-            "overlay",
-            "overlay",
-            [
-                "index=off",
-                "workdir=/s/3/work",
-                "upperdir=/s/3/fs",
-                "lowerdir=/s/2/fs:/s/1/fs",
-            ],
-        );
-        let (upper, lowers, ux) = overlay_upper(std::slice::from_ref(&ov)).unwrap();
-        assert_eq!(upper, Path::new("/s/3/fs"));
-        assert_eq!(lowers, vec![Path::new("/s/2/fs"), Path::new("/s/1/fs")]);
-        assert!(!ux);
-        let mut ux_mount = ov.clone();
-        ux_mount.options.push("userxattr".into());
-        assert!(overlay_upper(&[ux_mount]).unwrap().2);
-        assert!(overlay_upper(&[ov.clone(), ov.clone()]).is_none());
-        assert!(overlay_upper(&[Mount::new("bind", "/s/1/fs", ["rw", "rbind"])]).is_none());
-        assert!(overlay_upper(&[ov.to_readonly()]).is_none());
-        let rel = Mount::new("overlay", "overlay", ["upperdir=3/fs", "lowerdir=2/fs"]);
-        assert!(overlay_upper(&[rel]).is_none());
-    }
-
-    #[test]
-    fn direct_path_only_for_a_single_writable_bind_of_a_directory() {
-        let d = std::env::temp_dir();
-        let dir = d.to_str().unwrap();
-        let bind = Mount::new("bind", dir, ["rw", "rbind"]);
-        assert_eq!(
-            writable_bind_source(std::slice::from_ref(&bind)),
-            Some(d.clone())
-        );
-        assert!(writable_bind_source(&[bind.to_readonly()]).is_none());
-        assert!(writable_bind_source(&[bind.clone(), bind.clone()]).is_none());
-        assert!(writable_bind_source(&[Mount::new("bind", "relative/dir", ["rbind"])]).is_none());
-        assert!(writable_bind_source(&[Mount::new("bind", "/nonexistent/x", ["rbind"])]).is_none());
-        assert!(writable_bind_source(&[Mount::new("tmpfs", dir, Vec::<String>::new())]).is_none());
     }
 }

@@ -16,12 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Instant;
 
-use common::{load_layout, tree};
+use common::{differ, load_layout, tree};
 use stowage_content::LocalStore;
 use stowage_core_types::mount::Mount;
 use stowage_core_types::platform::Matcher;
 use stowage_core_types::snapshot::{Kind, Snapshotter};
-use stowage_images::{unpack, ApplyMode, UnpackOptions};
+use stowage_images::{unpack, UnpackOptions};
 use stowage_snapshots_native::NativeSnapshotter;
 use stowage_snapshots_overlay::OverlaySnapshotter;
 use stowage_snapshots_storage::mount::TempMount;
@@ -141,9 +141,8 @@ fn fidelity(snapshotter: &str, small: bool) {
         "overlayfs" => Box::new(OverlaySnapshotter::new(&sn_root).unwrap()),
         _ => Box::new(NativeSnapshotter::new(&sn_root).unwrap()),
     };
-    let options = UnpackOptions {
-        apply_mode: ApplyMode::Auto,
-    };
+    let options = UnpackOptions::default();
+    let applier = differ(&store);
 
     let mut failures = Vec::new();
     let mut compared = 0usize;
@@ -154,7 +153,7 @@ fn fidelity(snapshotter: &str, small: bool) {
             .unwrap_or_else(|e| panic!("import {}: {e}\n{}", img.name, ctrd.log()));
 
         let target = load_layout(&store, &img.layout);
-        let ours = unpack(&store, &*sn, &target, &Matcher::host(), &options)
+        let ours = unpack(&store, &*sn, &applier, &target, &Matcher::host(), &options)
             .unwrap_or_else(|e| panic!("stowage unpack {}: {e}", img.name));
         let chain = ours.chain_id.to_string();
 

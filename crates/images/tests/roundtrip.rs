@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{load_layout, require_root, tree};
+use common::{differ, load_layout, require_root, tree};
 use stowage_content::LocalStore;
 use stowage_core_types::content::Manager;
 use stowage_core_types::mediatype;
@@ -19,7 +19,7 @@ use stowage_core_types::{Descriptor, Digest};
 use stowage_diff::{
     apply_layer_to_mounts, compare, ApplyOptions, CompareOptions, LayerEncoding, UNCOMPRESSED_LABEL,
 };
-use stowage_images::{unpack, ApplyMode, UnpackOptions};
+use stowage_images::{unpack, UnpackOptions};
 use stowage_snapshots_native::NativeSnapshotter;
 use stowage_snapshots_overlay::OverlaySnapshotter;
 use stowage_snapshots_storage::mount::TempMount;
@@ -184,16 +184,21 @@ fn round_trip_all(
     }
     let store = LocalStore::with_memory_labels(work.join("content")).unwrap();
     let amd64 = Matcher::only(&Platform::parse("linux/amd64").unwrap());
+    let applier = differ(&store);
     let mut digests = BTreeMap::new();
     let mut coverage = Coverage::default();
     let mut opaque_markers = 0;
     for img in &images {
         let target = load_layout(&store, &img.layout);
-        let options = UnpackOptions {
-            apply_mode: ApplyMode::Auto,
-        };
-        let got = unpack(&store, sn, &target, &amd64, &options)
-            .unwrap_or_else(|e| panic!("{what} unpack {}: {e}", img.name));
+        let got = unpack(
+            &store,
+            sn,
+            &applier,
+            &target,
+            &amd64,
+            &UnpackOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{what} unpack {}: {e}", img.name));
         assert!(!got.layers.is_empty(), "{}", img.name);
         for (i, layer) in got.layers.iter().enumerate() {
             let ctx = format!("{what} {} layer {i}", img.name);

@@ -7,39 +7,50 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use common::{load_layout, put, require_root, sha256, tree};
+use common::{differ, load_layout, put, require_root, sha256, tree, Mounting};
 use stowage_content::LocalStore;
+use stowage_core_types::diff::{Applier, ApplyConfig, Payload};
 use stowage_core_types::mediatype;
 use stowage_core_types::platform::{Matcher, Platform};
 use stowage_core_types::snapshot::{Info, Kind, Snapshotter};
 use stowage_core_types::{Descriptor, Digest, ErrorKind};
 use stowage_images::unpack::SNAPSHOT_REF_LABEL;
-use stowage_images::{children, read_config, resolve_manifest, unpack, ApplyMode, UnpackOptions};
+use stowage_images::{children, read_config, resolve_manifest, unpack, UnpackOptions};
 use stowage_snapshots_native::NativeSnapshotter;
 use stowage_snapshots_overlay::OverlaySnapshotter;
 use stowage_snapshots_storage::mount::TempMount;
 use stowage_tests::fixtures;
 
+/// A snapshotter and how layers reach it.
 #[derive(Clone, Copy, Debug)]
 enum Kindof {
-    Overlay(ApplyMode),
+    /// Overlay, the local differ writing into the upper directory.
+    Overlay,
+    /// Overlay, every layer applied through a mount of the snapshot.
+    OverlayMounted,
     Native,
 }
 
+const KINDS: [Kindof; 3] = [Kindof::Overlay, Kindof::OverlayMounted, Kindof::Native];
+
 fn snapshotter(kind: Kindof, root: &Path) -> Box<dyn Snapshotter> {
     match kind {
-        Kindof::Overlay(_) => Box::new(OverlaySnapshotter::new(root).unwrap()),
+        Kindof::Overlay | Kindof::OverlayMounted => {
+            Box::new(OverlaySnapshotter::new(root).unwrap())
+        }
         Kindof::Native => Box::new(NativeSnapshotter::new(root).unwrap()),
     }
 }
 
-fn options(kind: Kindof) -> UnpackOptions {
-    UnpackOptions {
-        apply_mode: match kind {
-            Kindof::Overlay(m) => m,
-            Kindof::Native => ApplyMode::Auto,
-        },
+fn applier(kind: Kindof, store: &LocalStore) -> Box<dyn Applier> {
+    match kind {
+        Kindof::OverlayMounted => Box::new(Mounting(differ(store))),
+        Kindof::Overlay | Kindof::Native => Box::new(differ(store)),
     }
+}
+
+fn options() -> UnpackOptions {
+    UnpackOptions::default()
 }
 
 fn all(sn: &dyn Snapshotter) -> BTreeMap<String, Info> {
@@ -105,20 +116,14 @@ fn fixtures_unpack_into_overlay_and_native_and_reuse_layers() {
     let work = tempfile::tempdir().unwrap();
     let images = fixtures::generate(&work.path().join("fixtures"), true).unwrap();
     let mut trees = BTreeMap::new();
-    for (n, kind) in [
-        Kindof::Overlay(ApplyMode::Auto),
-        Kindof::Overlay(ApplyMode::Mount),
-        Kindof::Native,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (n, kind) in KINDS.into_iter().enumerate() {
         let store = LocalStore::open(work.path().join(format!("content-{n}"))).unwrap();
         let sn_root = work.path().join(format!("sn-{n}"));
         let sn = snapshotter(kind, &sn_root);
+        let ap = applier(kind, &store);
         for img in &images {
             let target = load_layout(&store, &img.layout);
-            let got = unpack(&store, &*sn, &target, &Matcher::host(), &options(kind))
+            let got = unpack(&store, &*sn, &*ap, &target, &Matcher::host(), &options())
                 .unwrap_or_else(|e| panic!("{kind:?} {}: {e}", img.name));
             let diff_ids = config_diff_ids(&store, &got.manifest);
             let chains = chain_ids(&diff_ids);
@@ -168,7 +173,7 @@ fn fixtures_unpack_into_overlay_and_native_and_reuse_layers() {
 
             // A second unpack reuses every layer and creates nothing.
             let dirs = snapshot_dirs(&sn_root);
-            let again = unpack(&store, &*sn, &target, &Matcher::host(), &options(kind)).unwrap();
+            let again = unpack(&store, &*sn, &*ap, &target, &Matcher::host(), &options()).unwrap();
             assert_eq!(again.chain_id, got.chain_id);
             assert!(again.layers.iter().all(|l| !l.applied));
             assert_eq!(all(&*sn).len(), snaps.len());
@@ -309,20 +314,14 @@ fn failed_layers_leave_only_the_committed_parents() {
             vec![d1.clone(), d2.clone(), d3.clone()],
         ),
     ];
-    for (n, kind) in [
-        Kindof::Overlay(ApplyMode::Auto),
-        Kindof::Overlay(ApplyMode::Mount),
-        Kindof::Native,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (n, kind) in KINDS.into_iter().enumerate() {
+        let ap = applier(kind, &store);
         for (m, (what, blobs, diff_ids)) in cases.iter().enumerate() {
             let sn_root = work.path().join(format!("sn-{n}-{m}"));
             let sn = snapshotter(kind, &sn_root);
             let target = image(&store, blobs, diff_ids);
             let err =
-                unpack(&store, &*sn, &target, &Matcher::host(), &options(kind)).expect_err(what);
+                unpack(&store, &*sn, &*ap, &target, &Matcher::host(), &options()).expect_err(what);
             let msg = err.to_string();
             assert!(
                 msg.contains("failed to extract layer"),
@@ -351,7 +350,7 @@ fn failed_layers_leave_only_the_committed_parents() {
                 &[gzip(&l1), gzip(&l2), gzip(&l3)],
                 &[d1.clone(), d2.clone(), d3.clone()],
             );
-            let done = unpack(&store, &*sn, &good, &Matcher::host(), &options(kind)).unwrap();
+            let done = unpack(&store, &*sn, &*ap, &good, &Matcher::host(), &options()).unwrap();
             assert_eq!(
                 done.layers.iter().map(|l| l.applied).collect::<Vec<_>>(),
                 vec![false, true, true]
@@ -370,11 +369,13 @@ fn config_and_manifest_must_agree() {
     let work = tempfile::tempdir().unwrap();
     let store = LocalStore::open(work.path().join("content")).unwrap();
     let sn = NativeSnapshotter::new(work.path().join("sn")).unwrap();
+    let ap = differ(&store);
     let l1 = tar_of(&[("one", b"1")]);
     let target = image(&store, &[gzip(&l1)], &[sha256(&l1), sha256(b"x")]);
     let err = unpack(
         &store,
         &sn,
+        &ap,
         &target,
         &Matcher::host(),
         &UnpackOptions::default(),
@@ -397,6 +398,7 @@ fn config_and_manifest_must_agree() {
     let err = unpack(
         &store,
         &sn,
+        &ap,
         &bad,
         &Matcher::host(),
         &UnpackOptions::default(),
@@ -460,7 +462,14 @@ fn platforms_are_chosen_from_the_multiplatform_index() {
     // Unpacking on a temp snapshotter picks the same manifest the resolver does.
     let sn = NativeSnapshotter::new(work.path().join("sn")).unwrap();
     let arm64 = Matcher::only(&Platform::parse("linux/arm64").unwrap());
-    let got = unpack(&store, &sn, &target, &arm64, &UnpackOptions::default());
+    let got = unpack(
+        &store,
+        &sn,
+        &differ(&store),
+        &target,
+        &arm64,
+        &UnpackOptions::default(),
+    );
     if require_root_quiet() {
         let got = got.unwrap();
         assert_eq!(
@@ -487,10 +496,12 @@ fn labels_are_recorded_like_containerds_unpacker() {
     let (d1, d2) = (sha256(&l1), sha256(&l2));
     let base = image(&store, &[gzip(&l1)], std::slice::from_ref(&d1));
     let both = image(&store, &[gzip(&l1), gzip(&l2)], &[d1.clone(), d2.clone()]);
+    let ap = differ(&store);
 
     let first = unpack(
         &store,
         &sn,
+        &ap,
         &base,
         &Matcher::host(),
         &UnpackOptions::default(),
@@ -500,6 +511,7 @@ fn labels_are_recorded_like_containerds_unpacker() {
     let second = unpack(
         &store,
         &sn,
+        &ap,
         &both,
         &Matcher::host(),
         &UnpackOptions::default(),
@@ -551,6 +563,7 @@ fn concurrent_unpacks_of_one_image_share_the_snapshots() {
     let diff_ids: Vec<Digest> = blobs.iter().map(|b| sha256(b)).collect();
     let gz: Vec<Vec<u8>> = blobs.iter().map(|b| gzip(b)).collect();
     let target = image(&store, &gz, &diff_ids);
+    let ap = differ(&store);
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
@@ -558,6 +571,7 @@ fn concurrent_unpacks_of_one_image_share_the_snapshots() {
                     unpack(
                         &store,
                         &sn,
+                        &ap,
                         &target,
                         &Matcher::host(),
                         &UnpackOptions::default(),
@@ -587,4 +601,73 @@ fn concurrent_unpacks_of_one_image_share_the_snapshots() {
         chains.iter().map(|c| c.to_string()).collect()
     );
     assert_eq!(snapshot_dirs(&sn_root), 4);
+}
+
+/// Keeps what each apply was asked to do, and lets the local differ do it.
+struct Recording {
+    inner: stowage_diff::LocalDiffer,
+    calls: std::sync::Mutex<
+        Vec<(
+            Descriptor,
+            Vec<stowage_core_types::mount::Mount>,
+            ApplyConfig,
+        )>,
+    >,
+}
+
+impl Applier for Recording {
+    fn apply(
+        &self,
+        desc: &Descriptor,
+        mounts: &[stowage_core_types::mount::Mount],
+        config: &ApplyConfig,
+    ) -> stowage_core_types::Result<Descriptor> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((desc.clone(), mounts.to_vec(), config.clone()));
+        self.inner.apply(desc, mounts, config)
+    }
+}
+
+#[test]
+fn each_new_layer_goes_to_the_applier_with_the_options() {
+    if !require_root() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(work.path().join("content")).unwrap();
+    let sn = OverlaySnapshotter::new(work.path().join("sn")).unwrap();
+    let (l1, l2) = (tar_of(&[("one", b"1")]), tar_of(&[("two", b"2")]));
+    let (d1, d2) = (sha256(&l1), sha256(&l2));
+    let target = image(&store, &[gzip(&l1), gzip(&l2)], &[d1.clone(), d2.clone()]);
+    let ap = Recording {
+        inner: differ(&store),
+        calls: Default::default(),
+    };
+    let mut options = UnpackOptions::default();
+    options.apply.payloads.insert(
+        "io.example.processor".into(),
+        Payload {
+            type_url: "example/params".into(),
+            value: b"key".to_vec(),
+        },
+    );
+    let got = unpack(&store, &sn, &ap, &target, &Matcher::host(), &options).unwrap();
+    let calls = std::mem::take(&mut *ap.calls.lock().unwrap());
+    assert_eq!(calls.len(), 2);
+    for (i, (desc, mounts, config)) in calls.iter().enumerate() {
+        assert_eq!(desc, &got.layers[i].descriptor, "layer {i}");
+        assert_eq!(config, &options.apply, "layer {i}");
+        // The extraction snapshot's mounts, as the snapshotter handed them out: a base layer
+        // is a bind mount, the next an overlay with the base below.
+        let [m] = &mounts[..] else {
+            panic!("layer {i}: {mounts:?}")
+        };
+        assert_eq!(m.kind, if i == 0 { "bind" } else { "overlay" }, "{m:?}");
+    }
+    // A second unpack finds every layer and applies none.
+    let again = unpack(&store, &sn, &ap, &target, &Matcher::host(), &options).unwrap();
+    assert_eq!(again.chain_id, got.chain_id);
+    assert!(ap.calls.lock().unwrap().is_empty());
 }

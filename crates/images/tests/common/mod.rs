@@ -1,14 +1,19 @@
-//! Helpers shared by the integration tests: loading OCI layouts into a content store,
-//! describing a mounted tree.
+//! Helpers shared by the integration tests: loading OCI layouts into a content store, the
+//! appliers unpacks use, describing a mounted tree.
 
 #![allow(dead_code)]
 
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 use stowage_content::LocalStore;
 use stowage_core_types::content::write_blob;
-use stowage_core_types::{Descriptor, Digest};
+use stowage_core_types::diff::{Applier, ApplyConfig};
+use stowage_core_types::mount::Mount;
+use stowage_core_types::{Descriptor, Digest, Result};
+use stowage_diff::LocalDiffer;
+use stowage_snapshots_storage::mount::with_temp_mount;
 
 /// Copies every blob of the OCI layout at `layout` into `store` and returns the descriptor
 /// `index.json` names first (the image's top manifest or index).
@@ -80,4 +85,29 @@ pub fn require_root() -> bool {
         "this test needs root (mounts, device nodes, ownership); or set STOWAGE_SKIP_EXTERNAL=1"
     );
 }
+/// The local differ over `store` (the applier the daemon would use for it).
+pub fn differ(store: &LocalStore) -> LocalDiffer {
+    LocalDiffer::new(Arc::new(store.clone()))
+}
+
+/// An applier that always writes through a real mount of the snapshot: it mounts the mounts
+/// on a temporary directory and has the inner applier write onto a bind mount of that
+/// directory, so whiteouts delete through overlayfs instead of being written as overlay's
+/// markers into the upper directory.
+pub struct Mounting<A>(pub A);
+
+impl<A: Applier> Applier for Mounting<A> {
+    fn apply(
+        &self,
+        desc: &Descriptor,
+        mounts: &[Mount],
+        config: &ApplyConfig,
+    ) -> Result<Descriptor> {
+        with_temp_mount(mounts, |root| {
+            let bind = Mount::new("bind", root.to_string_lossy(), ["rbind", "rw"]);
+            self.0.apply(desc, &[bind], config)
+        })
+    }
+}
+
 pub mod tree;

@@ -1,5 +1,5 @@
-//! `images ls|rm|tag|label|check|mount|unmount`, and the client-side unpack that `mount` and
-//! `containers create` share.
+//! `images ls|rm|tag|label|check|mount|unmount`, and the unpack that `mount` and
+//! `containers create` share (driven from here, each layer applied by the daemon).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use stowage_daemon::api::containerd::services::images::v1::*;
 use stowage_daemon::api::containerd::services::snapshots::v1 as snapshots_pb;
 use stowage_daemon::convert::descriptor;
 use stowage_daemon::remote::content::RemoteContentStore;
+use stowage_daemon::remote::diff::RemoteDiffer;
 use stowage_daemon::remote::snapshots::RemoteSnapshotter;
 use stowage_digest_identity::chain_id;
 use stowage_images::{read_config, read_index, read_manifest, resolve_manifest};
@@ -333,6 +334,19 @@ pub async fn snapshotter(ctx: &Ctx, name: &str, lease: Option<&str>) -> Result<R
     .await
 }
 
+/// The daemon's differ over its socket, in the context's namespace (under `lease`).
+async fn differ(ctx: &Ctx, lease: Option<&str>) -> Result<RemoteDiffer> {
+    let (a, ns, l) = (
+        ctx.address.clone(),
+        ctx.namespace.clone(),
+        lease.map(str::to_string),
+    );
+    blocking(move || {
+        RemoteDiffer::connect(&a, &ns, l.as_deref()).context("connecting to the diff service")
+    })
+    .await
+}
+
 /// The image's size for this host's platform (index, manifest, config and layers, as ctr
 /// counts it) and the platforms it offers.
 fn size_and_platforms(p: &dyn Provider, target: &Descriptor) -> Result<(u64, Vec<String>)> {
@@ -529,6 +543,9 @@ const MOUNT_LEASE: Duration = Duration::from_secs(24 * 3600);
 
 /// Unpacks image `reference` for `matcher` into `sn` under lease `lease` if it is not already,
 /// recording the unpack in the content labels as containerd does; returns the top ChainID.
+///
+/// As with ctr, the snapshots are prepared and committed from here while the daemon's Diff
+/// service applies each layer, so stow never writes into the daemon's snapshot directories.
 pub async fn unpack(
     ctx: &Ctx,
     reference: &str,
@@ -540,10 +557,18 @@ pub async fn unpack(
     let target = target(&img)?;
     let store = content_store(ctx, Some(lease)).await?;
     let snap = snapshotter(ctx, sn, Some(lease)).await?;
+    let applier = differ(ctx, Some(lease)).await?;
     let (reference, sn) = (reference.to_string(), sn.to_string());
     blocking(move || {
-        let u = stowage_images::unpack(&store, &snap, &target, &matcher, &Default::default())
-            .with_context(|| format!("unpacking {reference} into {sn}"))?;
+        let u = stowage_images::unpack(
+            &store,
+            &snap,
+            &applier,
+            &target,
+            &matcher,
+            &Default::default(),
+        )
+        .with_context(|| format!("unpacking {reference} into {sn}"))?;
         stowage_images::record_labels(&store as &dyn Manager, &u, &sn)
             .with_context(|| format!("labelling the content of {reference}"))?;
         Ok(u.chain_id)
