@@ -286,6 +286,13 @@ fn image(store: &LocalStore, blobs: &[Vec<u8>], diff_ids: &[Digest]) -> Descript
     )
 }
 
+/// The digest of layer `i` of the manifest `manifest`.
+fn target_layer(store: &LocalStore, manifest: &Descriptor, i: usize) -> Digest {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.blob_path(&manifest.digest)).unwrap()).unwrap();
+    Digest::parse(m["layers"][i]["digest"].as_str().unwrap()).unwrap()
+}
+
 #[test]
 fn failed_layers_leave_only_the_committed_parents() {
     if !require_root() {
@@ -330,6 +337,12 @@ fn failed_layers_leave_only_the_committed_parents() {
             assert!(msg.contains(diff_ids[1].as_str()), "{kind:?} {what}: {msg}");
             if *what == "diffid mismatch" {
                 assert_eq!(err.kind(), ErrorKind::DataLoss, "{msg}");
+                // The layer blob and the DiffID the applier reported are named too.
+                assert!(msg.contains(d2.as_str()), "{msg}");
+                assert!(
+                    msg.contains(target_layer(&store, &target, 1).as_str()),
+                    "{msg}"
+                );
             }
             let snaps = all(&*sn);
             assert_eq!(
