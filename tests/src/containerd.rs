@@ -146,13 +146,20 @@ impl Containerd {
         }
     }
 
-    /// Runs `ctr --address <socket> <args>` and returns its stdout; fails with its stderr.
-    pub fn ctr(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.address)
-            .args(args)
-            .stdin(Stdio::null())
+    /// `ctr --address <socket> <args>`, not yet run: for callers that feed it input or
+    /// abandon it part-way (a client killed mid-ingest).
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(&self.address).args(args);
+        cmd
+    }
+
+    /// Runs `ctr --address <socket> <args>` with `stdin` as its input and returns its stdout
+    /// as bytes (blobs from `ctr content get` are binary); fails with its stderr.
+    pub fn ctr_with_input(&self, args: &[&str], stdin: Stdio) -> Result<Vec<u8>> {
+        let out = self
+            .ctr_command(args)
+            .stdin(stdin)
             .output()
             .context("running ctr")?;
         if !out.status.success() {
@@ -162,7 +169,13 @@ impl Containerd {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out.stdout)
+    }
+
+    /// Runs `ctr --address <socket> <args>` and returns its stdout; fails with its stderr.
+    pub fn ctr(&self, args: &[&str]) -> Result<String> {
+        let out = self.ctr_with_input(args, Stdio::null())?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The daemon's output so far (stdout, then stderr, where containerd's logger writes).

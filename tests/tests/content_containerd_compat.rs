@@ -1,52 +1,85 @@
-//! Compatibility with the real containerd 1.6 (Debian's `containerd` and `ctr`): it writes a
-//! content directory that stowage reads, and serves blobs and ingests that stowage wrote.
+//! Compatibility of stowage's content store with the real containerd 1.6 (Debian's
+//! `containerd` and `ctr`): it writes a content directory that stowage reads, and serves blobs
+//! and ingests that stowage wrote.
 //!
-//! Each test starts containerd on a private root, state dir and socket in a temp dir, with a
-//! minimal config (CRI and the snapshotters we do not need disabled, garbage collection never
-//! triggered so blobs unknown to meta.db survive), and stops it by PID, also on failure.
-//! Without containerd the tests fail saying so, unless STOWAGE_SKIP_EXTERNAL=1.
+//! Each test starts containerd through the shared harness ([`Containerd`]) on a private root
+//! in a temp dir, with garbage collection never triggered so blobs unknown to meta.db
+//! survive, and stops it by PID, also on failure. Without containerd (or root) the tests fail
+//! saying so, unless STOWAGE_SKIP_EXTERNAL=1.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use stowage_content::{LocalStore, CONTENT_DIR};
 use stowage_core_types::content::{read_blob, IngestManager, Ingester, Manager, WriterOptions};
 use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
 use stowage_digest_identity::digest_of;
+use stowage_tests::containerd::{require, Containerd, SKIP_ENV};
 
-const SKIP_ENV: &str = "STOWAGE_SKIP_EXTERNAL";
-
-fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
-}
+/// Never collect: the blobs stowage writes are not in meta.db until adopted, and GC would
+/// delete them. (Disabling the plugin is not an option: the leases service needs it.)
+const NO_GC: &str = r#"
+[plugins."io.containerd.gc.v1.scheduler"]
+  deletion_threshold = 1000000
+  mutation_threshold = 1000000
+  startup_delay = "0s"
+"#;
 
 /// True when the test can run; false (skip) only when STOWAGE_SKIP_EXTERNAL=1.
 fn external_available() -> bool {
-    let mut missing: Vec<String> = ["containerd", "ctr"]
-        .iter()
-        .filter(|p| !have(p))
-        .map(|p| p.to_string())
-        .collect();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root privileges (containerd runs as root)".into());
+    if !require(&["containerd", "ctr"], "apt-get install containerd") {
+        return false;
     }
-    if missing.is_empty() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
         return true;
     }
     if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
-        eprintln!("skipping containerd compatibility test: missing {missing:?} and {SKIP_ENV}=1");
+        eprintln!("skipping containerd compatibility test: not root and {SKIP_ENV}=1");
         return false;
     }
-    panic!(
-        "containerd compatibility test needs {missing:?}: install Debian's `containerd` package \
-         (apt-get install containerd) and run as root, or set {SKIP_ENV}=1 to skip"
-    );
+    panic!("containerd compatibility test needs root privileges (containerd runs as root), or set {SKIP_ENV}=1 to skip");
+}
+
+fn start(root: &Path, work: &Path) -> Containerd {
+    Containerd::start_with(root, work, NO_GC).expect("start containerd")
+}
+
+/// Runs ctr with `stdin` as input and returns its stdout; panics with the daemon's log tail.
+fn ctr_ok(ctrd: &Containerd, args: &[&str], stdin: Stdio) -> Vec<u8> {
+    ctrd.ctr_with_input(args, stdin)
+        .unwrap_or_else(|e| panic!("{e}\ncontainerd log tail:\n{}", tail(&ctrd.log())))
+}
+
+/// `ctr content active` as (ref, size text) pairs.
+fn active(ctrd: &Containerd) -> Vec<(String, String)> {
+    let out = String::from_utf8(ctr_ok(ctrd, &["content", "active"], Stdio::null())).unwrap();
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn wait_active(ctrd: &Containerd, reference: &str, size: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let act = active(ctrd);
+        if act.iter().any(|(r, s)| r == reference && s == size) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingest {reference} never showed {size} in `ctr content active`: {act:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Kills a spawned process by PID when dropped (SIGKILL; used for `ctr` clients we abandon).
@@ -59,179 +92,16 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A containerd on a private root; stopped by PID (SIGTERM, then SIGKILL) on drop.
-struct Containerd {
-    child: Option<Child>,
-    socket: PathBuf,
-    work: PathBuf,
-}
-
-impl Containerd {
-    fn start(work: &Path, root: &Path) -> Containerd {
-        let state = work.join("state");
-        let socket = work.join("c.sock");
-        fs::create_dir_all(&state).unwrap();
-        fs::create_dir_all(root).unwrap();
-        let config = work.join("config.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-
-[grpc]
-  address = "{socket}"
-
-[ttrpc]
-  address = "{socket}.ttrpc"
-
-[debug]
-  level = "debug"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-
-# Never collect: the blobs stowage writes are not in meta.db until adopted, and GC would
-# delete them. (Disabling the plugin is not an option: the leases service needs it.)
-[plugins."io.containerd.gc.v1.scheduler"]
-  deletion_threshold = 1000000
-  mutation_threshold = 1000000
-  startup_delay = "0s"
-"#,
-                root = root.display(),
-                state = state.display(),
-                socket = socket.display(),
-                opt = work.join("opt").display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(work.join("containerd.out")).unwrap())
-            .stderr(fs::File::create(work.join("containerd.log")).unwrap())
+/// A `ctr content ingest <reference>` left running with its stdin open.
+fn abandoned_ingest(ctrd: &Containerd, reference: &str) -> ChildGuard {
+    ChildGuard(
+        ctrd.ctr_command(&["content", "ingest", reference])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("start containerd");
-        let mut me = Containerd {
-            child: Some(child),
-            socket,
-            work: work.to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if me.ctr(&["version"], Stdio::null()).status.success() {
-                break;
-            }
-            if let Some(status) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!(
-                    "containerd exited with {status} during start-up:\n{}",
-                    me.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up:\n{}",
-                me.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        me
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.work.join("containerd.log")).unwrap_or_default()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(&self.socket)
-            .args(["-n", "default"])
-            .args(args);
-        c
-    }
-
-    fn ctr(&self, args: &[&str], stdin: Stdio) -> Output {
-        self.command(args).stdin(stdin).output().expect("run ctr")
-    }
-
-    fn ctr_ok(&self, args: &[&str], stdin: Stdio) -> Vec<u8> {
-        let out = self.ctr(args, stdin);
-        assert!(
-            out.status.success(),
-            "ctr {} failed: {}\ncontainerd log tail:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log())
-        );
-        out.stdout
-    }
-
-    /// `ctr content active` as (ref, size text) pairs.
-    fn active(&self) -> Vec<(String, String)> {
-        let out = String::from_utf8(self.ctr_ok(&["content", "active"], Stdio::null())).unwrap();
-        out.lines()
-            .skip(1)
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                Some((f.next()?.to_string(), f.next()?.to_string()))
-            })
-            .collect()
-    }
-
-    fn wait_active(&self, reference: &str, size: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let act = self.active();
-            if act.iter().any(|(r, s)| r == reference && s == size) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ingest {reference} never showed {size} in `ctr content active`: {act:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(mut self) {
-        self.stop_inner();
-    }
-
-    fn stop_inner(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        self.stop_inner();
-    }
+            .unwrap(),
+    )
 }
 
 fn tail(s: &str) -> String {
@@ -271,7 +141,7 @@ fn stowage_reads_what_containerd_wrote() {
     let work = workdir();
     let root = work.path().join("root");
     let t0 = SystemTime::now();
-    let ctrd = Containerd::start(work.path(), &root);
+    let ctrd = start(&root, work.path());
 
     let blobs = [data(1000, 1), data(3 << 20, 2), Vec::new()];
     for (i, b) in blobs.iter().enumerate() {
@@ -279,7 +149,8 @@ fn stowage_reads_what_containerd_wrote() {
         fs::write(&f, b).unwrap();
         let size = b.len().to_string();
         let digest = digest_of(b).to_string();
-        ctrd.ctr_ok(
+        ctr_ok(
+            &ctrd,
             &[
                 "content",
                 "ingest",
@@ -295,14 +166,7 @@ fn stowage_reads_what_containerd_wrote() {
 
     // An ingest left in progress: ctr sends 1 MiB (its copy buffer) and is killed.
     let partial = data(1_500_000, 3);
-    let mut client = ChildGuard(
-        ctrd.command(&["content", "ingest", "half-done"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut client = abandoned_ingest(&ctrd, "half-done");
     client
         .0
         .stdin
@@ -310,9 +174,9 @@ fn stowage_reads_what_containerd_wrote() {
         .unwrap()
         .write_all(&partial)
         .unwrap();
-    ctrd.wait_active("half-done", "1.049MB");
+    wait_active(&ctrd, "half-done", "1.049MB");
     drop(client);
-    ctrd.stop();
+    ctrd.stop().unwrap();
     let t1 = SystemTime::now();
 
     let store = LocalStore::with_memory_labels(root.join(CONTENT_DIR)).unwrap();
@@ -401,17 +265,18 @@ fn containerd_serves_what_stowage_wrote() {
         .map(|b| fs::metadata(store.blob_path(&digest_of(b))).unwrap().ino())
         .collect();
 
-    let ctrd = Containerd::start(work.path(), &root);
+    let ctrd = start(&root, work.path());
     for (i, b) in blobs.iter().enumerate() {
         let d = digest_of(b);
         // The backend has the blob, meta.db does not know it yet: not visible in the namespace.
-        let out = ctrd.ctr(&["content", "get", d.as_str()], Stdio::null());
-        assert!(!out.status.success(), "blob visible before adoption");
+        let out = ctrd.ctr(&["content", "get", d.as_str()]);
+        assert!(out.is_err(), "blob visible before adoption");
         // Adopt it into the namespace the way a shared-content ingest does: containerd finds
         // the blob already in the backend, checks its size, and records it without copying.
         let f = work.path().join(format!("adopt{i}"));
         fs::write(&f, b).unwrap();
-        ctrd.ctr_ok(
+        ctr_ok(
+            &ctrd,
             &[
                 "content",
                 "ingest",
@@ -423,27 +288,20 @@ fn containerd_serves_what_stowage_wrote() {
             ],
             fs::File::open(&f).unwrap().into(),
         );
-        let got = ctrd.ctr_ok(&["content", "get", d.as_str()], Stdio::null());
+        let got = ctr_ok(&ctrd, &["content", "get", d.as_str()], Stdio::null());
         assert!(got == *b, "containerd served different bytes for {d}");
     }
-    let ls = String::from_utf8(ctrd.ctr_ok(&["content", "ls", "-q"], Stdio::null())).unwrap();
+    let ls = String::from_utf8(ctr_ok(&ctrd, &["content", "ls", "-q"], Stdio::null())).unwrap();
     for b in &blobs {
         assert!(ls.contains(digest_of(b).as_str()), "{ls}");
     }
 
     // Get meta.db to record an ingest (ctr is killed before sending data), then stop.
-    let client = ChildGuard(
-        ctrd.command(&["content", "ingest", "ours-partial"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    ctrd.wait_active("ours-partial", "0B");
+    let client = abandoned_ingest(&ctrd, "ours-partial");
+    wait_active(&ctrd, "ours-partial", "0B");
     // Killed with its stdin still open: closing stdin first would let it commit empty content.
     drop(client);
-    ctrd.stop();
+    ctrd.stop().unwrap();
 
     // Replace containerd's backend ingest with one written entirely by stowage, half done.
     let backend_ref = store
@@ -462,9 +320,9 @@ fn containerd_serves_what_stowage_wrote() {
     w.write_all(&full[..1_500_000]).unwrap();
     drop(w);
 
-    let ctrd = Containerd::start(work.path(), &root);
+    let ctrd = start(&root, work.path());
     // containerd lists our ingest with our offset (ctr prints it in decimal units).
-    let act = ctrd.active();
+    let act = active(&ctrd);
     assert!(
         act.contains(&("ours-partial".to_string(), "1.5MB".to_string())),
         "`ctr content active` does not show stowage's ingest: {act:?}"
@@ -473,7 +331,8 @@ fn containerd_serves_what_stowage_wrote() {
     // re-hashes our data file, and the commit's digest check covers our bytes too.
     let f = work.path().join("full");
     fs::write(&f, &full).unwrap();
-    ctrd.ctr_ok(
+    ctr_ok(
+        &ctrd,
         &[
             "content",
             "ingest",
@@ -491,9 +350,9 @@ fn containerd_serves_what_stowage_wrote() {
         "containerd could not read stowage's ingest and restarted it:\n{}",
         tail(&log)
     );
-    let got = ctrd.ctr_ok(&["content", "get", d.as_str()], Stdio::null());
+    let got = ctr_ok(&ctrd, &["content", "get", d.as_str()], Stdio::null());
     assert!(got == full, "resumed blob differs");
-    ctrd.stop();
+    ctrd.stop().unwrap();
 
     // containerd served our files, it did not rewrite them.
     for (b, ino) in blobs.iter().zip(inodes) {
