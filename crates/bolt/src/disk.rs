@@ -15,6 +15,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+#[cfg(any(test, feature = "testscript"))]
+pub mod script;
 #[cfg(test)]
 pub(crate) mod sim;
 #[cfg(test)]

@@ -74,3 +74,9 @@ pub use db::{Db, DbStats, Options, ReadTx};
 pub use error::{Error, Result};
 pub use format::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
 pub use write::{BucketMut, WriteTx};
+
+/// Scripted random transactions and their model, shared by this crate's fault tests (unit
+/// and integration); not part of the engine's API.
+#[cfg(any(test, feature = "testscript"))]
+#[doc(hidden)]
+pub use disk::script as testscript;

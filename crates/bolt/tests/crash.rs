@@ -4,89 +4,27 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Rng;
-use stowage_bolt::{Db, Error, Options};
+use stowage_bolt::testscript::{count, read_state, Shape};
+use stowage_bolt::{Db, Options};
 
 const CHILD_ENV: &str = "STOWAGE_BOLT_CRASH_CHILD";
 
-/// One change of a scripted transaction.
-enum Change {
-    Put(Vec<u8>, Vec<u8>),
-    Del(Vec<u8>),
-    /// Replace nested bucket `nest/<name>` by a fresh one holding `n` keys.
-    NewBucket(Vec<u8>, u64),
-    DropBucket(Vec<u8>),
-}
+/// The writer's script: every 10th transaction large (thousands of changes, so commits take
+/// long enough to be killed in the middle), the others small.
+const SHAPE: Shape = Shape {
+    big_every: 10,
+    big: 2000,
+    small: 20,
+    keys: 5000,
+};
 
-/// The deterministic changes of transaction `i`: mostly small, every 10th one large
-/// (thousands of puts, so commits take long enough to be killed in the middle), plus
-/// nested buckets created and dropped.
-fn tx_ops(i: u64) -> Vec<Change> {
-    let mut r = Rng::new(i);
-    let mut ops = Vec::new();
-    let n = if i % 10 == 0 { 3000 } else { 1 + r.below(20) };
-    for _ in 0..n {
-        let k = r.below(5000).to_be_bytes().to_vec();
-        if r.chance(25) {
-            ops.push(Change::Del(k));
-        } else {
-            let len = if r.chance(3) {
-                5000 + r.below(20000)
-            } else {
-                r.below(300)
-            } as usize;
-            ops.push(Change::Put(k, vec![i as u8; len]));
-        }
-    }
-    if i % 3 == 0 {
-        let name = format!("s{}", r.below(6)).into_bytes();
-        if r.chance(50) {
-            ops.push(Change::NewBucket(name, r.below(400)));
-        } else {
-            ops.push(Change::DropBucket(name));
-        }
-    }
-    ops
-}
-
-type State = (
-    BTreeMap<Vec<u8>, Vec<u8>>,
-    BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>,
-);
-
-fn bucket_keys(n: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    (0..n)
-        .map(|j| (j.to_be_bytes().to_vec(), vec![j as u8; 40]))
-        .collect()
-}
-
-fn model(n: u64) -> State {
-    let (mut data, mut nest) = (BTreeMap::new(), BTreeMap::new());
-    for i in 1..=n {
-        for c in tx_ops(i) {
-            match c {
-                Change::Put(k, v) => {
-                    data.insert(k, v);
-                }
-                Change::Del(k) => {
-                    data.remove(&k);
-                }
-                Change::NewBucket(name, n) => {
-                    nest.insert(name, bucket_keys(n));
-                }
-                Change::DropBucket(name) => {
-                    nest.remove(&name);
-                }
-            }
-        }
-    }
-    (data, nest)
-}
+/// The writer's one script.
+const SEED: u64 = 0;
 
 /// Runs as the killed writer when the test binary is re-executed with CHILD_ENV set.
 #[test]
@@ -95,53 +33,10 @@ fn crash_child_entry() {
         return;
     };
     let db = Db::open(&path, Options::default()).expect("child open");
-    let mut n = {
-        let tx = db.begin_read().unwrap();
-        tx.bucket(b"meta")
-            .unwrap()
-            .and_then(|b| {
-                b.get(b"n")
-                    .unwrap()
-                    .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
-            })
-            .unwrap_or(0)
-    };
+    let mut n = count(&db).expect("child reads its commit count");
     loop {
         n += 1;
-        db.update::<_, Error>(|tx| {
-            tx.create_bucket_if_not_exists(b"meta")?
-                .put(b"n", &n.to_be_bytes())?;
-            let ops = tx_ops(n);
-            let mut d = tx.create_bucket_if_not_exists(b"data")?;
-            for c in &ops {
-                match c {
-                    Change::Put(k, v) => d.put(k, v)?,
-                    Change::Del(k) => d.delete(k)?,
-                    _ => {}
-                }
-            }
-            let mut nest = tx.create_bucket_if_not_exists(b"nest")?;
-            for c in &ops {
-                match c {
-                    Change::NewBucket(name, count) => {
-                        if nest.bucket(name)?.is_some() {
-                            nest.delete_bucket(name)?;
-                        }
-                        let mut b = nest.create_bucket(name)?;
-                        for (k, v) in bucket_keys(*count) {
-                            b.put(&k, &v)?;
-                        }
-                    }
-                    Change::DropBucket(name) => match nest.delete_bucket(name) {
-                        Ok(()) | Err(Error::BucketNotFound(_)) => {}
-                        Err(e) => return Err(e),
-                    },
-                    _ => {}
-                }
-            }
-            Ok(())
-        })
-        .expect("child commit");
+        SHAPE.commit(&db, SEED, n, n).expect("child commit");
         println!("committed {n}");
     }
 }
@@ -190,53 +85,16 @@ fn sigkill_at_random_points_leaves_a_committed_prefix() {
         }
 
         let db = Db::open(&path, Options::default()).expect("reopen after SIGKILL");
-        let tx = db.begin_read().unwrap();
-        tx.check()
-            .unwrap_or_else(|e| panic!("round {round}: check failed: {e}"));
-        let n = u64::from_be_bytes(
-            tx.bucket(b"meta")
-                .unwrap()
-                .unwrap()
-                .get(b"n")
-                .unwrap()
-                .unwrap()
-                .try_into()
-                .unwrap(),
-        );
+        let got = read_state(&db).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let n = got.count;
         assert!(
             n == last_acked || n == last_acked + 1,
             "round {round}: file holds {n} transactions, writer acknowledged {last_acked}"
         );
-        let (want_data, want_nest) = model(n);
-        let collect = |b: &stowage_bolt::Bucket<'_>| {
-            let mut got = BTreeMap::new();
-            b.for_each::<Error>(|k, v| {
-                got.insert(k.to_vec(), v.expect("plain value").to_vec());
-                Ok(())
-            })
-            .unwrap();
-            got
-        };
-        let data = collect(&tx.bucket(b"data").unwrap().unwrap());
+        let ids: Vec<u64> = (1..=n).collect();
         assert!(
-            data == want_data,
-            "round {round}: data differs from the state after {n} txs"
-        );
-        let nest = tx.bucket(b"nest").unwrap().unwrap();
-        let mut got_nest = BTreeMap::new();
-        let mut names = Vec::new();
-        nest.for_each::<Error>(|k, v| {
-            assert!(v.is_none(), "nest holds only buckets");
-            names.push(k.to_vec());
-            Ok(())
-        })
-        .unwrap();
-        for name in names {
-            got_nest.insert(name.clone(), collect(&nest.bucket(&name).unwrap().unwrap()));
-        }
-        assert!(
-            got_nest == want_nest,
-            "round {round}: nested buckets differ after {n} txs"
+            got == SHAPE.model(SEED, &ids),
+            "round {round}: content differs from the state after {n} txs"
         );
         last_acked = n;
     }

@@ -12,178 +12,28 @@
 //! `STOWAGE_BOLT_FAULT_SCRIPTS` raises the number of scripts (default 6 per test) and
 //! `STOWAGE_BOLT_FAULT_SEED` shifts the seeds (default 0), to fuzz longer or elsewhere.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::sim::{Fault, OpKind, Rng, SimDisk, TraceOp};
+use super::script::{read_state, Rng, Shape, State};
+use super::sim::{Fault, OpKind, SimDisk, TraceOp};
 use crate::{Db, Error, Options};
 
 /// Transactions per script.
 const TXS: u64 = 8;
 
-enum Change {
-    Put(Vec<u8>, Vec<u8>),
-    Del(Vec<u8>),
-    /// Replace nested bucket `nest/<name>` with a fresh one of `n` keys.
-    NewBucket(Vec<u8>, u64),
-    DropBucket(Vec<u8>),
-}
-
-/// The changes of transaction `id` of script `seed`: mostly small, every fourth one large
-/// enough to grow the file and write multi-page runs.
-fn tx_changes(seed: u64, id: u64) -> Vec<Change> {
-    let mut r = Rng::new(seed.wrapping_mul(1000).wrapping_add(id));
-    let n = if id % 4 == 0 {
-        300 + r.below(300)
-    } else {
-        1 + r.below(25)
-    };
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let k = r.below(1500).to_be_bytes().to_vec();
-        if r.chance(25) {
-            out.push(Change::Del(k));
-        } else {
-            let len = if r.chance(4) {
-                4000 + r.below(9000)
-            } else {
-                r.below(200)
-            } as usize;
-            out.push(Change::Put(k, vec![id as u8; len]));
-        }
-    }
-    if r.chance(40) {
-        let name = format!("s{}", r.below(4)).into_bytes();
-        if r.chance(60) {
-            out.push(Change::NewBucket(name, r.below(300)));
-        } else {
-            out.push(Change::DropBucket(name));
-        }
-    }
-    out
-}
-
-type Flat = BTreeMap<Vec<u8>, Vec<u8>>;
-
-#[derive(Debug, Default, PartialEq, Eq)]
-struct State {
-    count: u64,
-    data: Flat,
-    nest: BTreeMap<Vec<u8>, Flat>,
-}
-
-fn bucket_keys(n: u64) -> Flat {
-    (0..n)
-        .map(|j| (j.to_be_bytes().to_vec(), vec![j as u8; 40]))
-        .collect()
-}
-
-/// The state after committing the transactions `ids` of script `seed`, in order.
-fn model(seed: u64, ids: &[u64]) -> State {
-    let mut s = State::default();
-    for &id in ids {
-        s.count += 1;
-        for c in tx_changes(seed, id) {
-            match c {
-                Change::Put(k, v) => {
-                    s.data.insert(k, v);
-                }
-                Change::Del(k) => {
-                    s.data.remove(&k);
-                }
-                Change::NewBucket(name, n) => {
-                    s.nest.insert(name, bucket_keys(n));
-                }
-                Change::DropBucket(name) => {
-                    s.nest.remove(&name);
-                }
-            }
-        }
-    }
-    s
-}
-
-fn commit_tx(db: &Db, seed: u64, id: u64, count: u64) -> crate::Result<()> {
-    db.update::<_, Error>(|tx| {
-        tx.create_bucket_if_not_exists(b"meta")?
-            .put(b"count", &count.to_be_bytes())?;
-        let changes = tx_changes(seed, id);
-        let mut d = tx.create_bucket_if_not_exists(b"data")?;
-        for c in &changes {
-            match c {
-                Change::Put(k, v) => d.put(k, v)?,
-                Change::Del(k) => d.delete(k)?,
-                _ => {}
-            }
-        }
-        let mut nest = tx.create_bucket_if_not_exists(b"nest")?;
-        for c in &changes {
-            match c {
-                Change::NewBucket(name, n) => {
-                    if nest.bucket(name)?.is_some() {
-                        nest.delete_bucket(name)?;
-                    }
-                    let mut b = nest.create_bucket(name)?;
-                    for (k, v) in bucket_keys(*n) {
-                        b.put(&k, &v)?;
-                    }
-                }
-                Change::DropBucket(name) => match nest.delete_bucket(name) {
-                    Ok(()) | Err(Error::BucketNotFound(_)) => {}
-                    Err(e) => return Err(e),
-                },
-                _ => {}
-            }
-        }
-        Ok(())
-    })
-}
-
-fn flat(b: &crate::Bucket<'_>) -> Flat {
-    let mut out = Flat::new();
-    b.for_each::<Error>(|k, v| {
-        out.insert(k.to_vec(), v.expect("a plain value").to_vec());
-        Ok(())
-    })
-    .expect("iterate");
-    out
-}
+/// Mostly small transactions, every fourth one large enough to grow the file and write
+/// multi-page runs; small enough overall that each script can be rerun at every cut point.
+const SHAPE: Shape = Shape {
+    big_every: 4,
+    big: 300,
+    small: 25,
+    keys: 1500,
+};
 
 /// Reads the state held by `db` after checking its consistency.
-fn read_state(db: &Db, what: &str) -> State {
-    let tx = db.begin_read().expect("begin_read");
-    if let Err(e) = tx.check() {
-        panic!("{what}: consistency check failed: {e}");
-    }
-    let Some(meta) = tx.bucket(b"meta").expect("meta bucket") else {
-        return State::default();
-    };
-    let count = u64::from_be_bytes(
-        meta.get(b"count")
-            .expect("count")
-            .expect("count present")
-            .try_into()
-            .expect("8 bytes"),
-    );
-    let data = flat(&tx.bucket(b"data").expect("data").expect("data present"));
-    let nest_b = tx.bucket(b"nest").expect("nest").expect("nest present");
-    let mut names = Vec::new();
-    nest_b
-        .for_each::<Error>(|k, v| {
-            assert!(v.is_none(), "{what}: nest holds only buckets");
-            names.push(k.to_vec());
-            Ok(())
-        })
-        .expect("iterate nest");
-    let nest = names
-        .into_iter()
-        .map(|n| {
-            let b = nest_b.bucket(&n).expect("nested").expect("listed");
-            (n, flat(&b))
-        })
-        .collect();
-    State { count, data, nest }
+fn checked_state(db: &Db, what: &str) -> State {
+    read_state(db).unwrap_or_else(|e| panic!("{what}: reading the database failed: {e}"))
 }
 
 /// Opens `image` as a file with the ordinary code and checks it holds the state after the
@@ -200,7 +50,7 @@ fn reopen_and_verify(
     std::fs::write(&path, image).expect("write the rebooted image");
     let db = Db::open(&path, Options::default())
         .unwrap_or_else(|e| panic!("{what}: reopen after the fault failed: {e}"));
-    let got = read_state(&db, what);
+    let got = checked_state(&db, what);
     let c = got.count as usize;
     assert!(
         (min..=candidates.len()).contains(&c),
@@ -208,7 +58,7 @@ fn reopen_and_verify(
         candidates.len()
     );
     assert!(
-        got == model(seed, &candidates[..c]),
+        got == SHAPE.model(seed, &candidates[..c]),
         "{what}: content differs from the state after {c} commits"
     );
     drop(db);
@@ -259,7 +109,7 @@ fn dry_run(dir: &Path, seed: u64) -> Vec<TraceOp> {
     let sim = Arc::new(SimDisk::new(image, 512, seed, Fault::None));
     let db = Db::open_sim(&path, options(seed), sim.clone()).expect("open");
     for id in 1..=TXS {
-        commit_tx(&db, seed, id, id).expect("dry-run commit");
+        SHAPE.commit(&db, seed, id, id).expect("dry-run commit");
     }
     sim.trace()
 }
@@ -302,7 +152,7 @@ fn power_cut_leaves_a_committed_prefix() {
             let db = Db::open_sim(&path, options(seed), sim.clone()).expect("open");
             let mut acked = 0u64;
             for id in 1..=TXS {
-                match commit_tx(&db, seed, id, id) {
+                match SHAPE.commit(&db, seed, id, id) {
                     Ok(()) => {
                         assert!(
                             !sim.is_cut(),
@@ -378,7 +228,7 @@ fn io_errors_fail_the_commit_and_keep_a_committed_prefix() {
             let mut in_flight: Option<u64> = None;
             for id in 1..=TXS {
                 let count = ok.len() as u64 + 1;
-                match commit_tx(&db, seed, id, count) {
+                match SHAPE.commit(&db, seed, id, count) {
                     Ok(()) => {
                         assert!(!is_poisoned, "{what}: a poisoned handle committed");
                         assert!(!sim.is_cut(), "{what}: a commit succeeded after the cut");
@@ -404,9 +254,9 @@ fn io_errors_fail_the_commit_and_keep_a_committed_prefix() {
                         assert!(failed.is_none(), "{what}: a second commit failed: {e}");
                         failed = Some(id);
                         // The handle still shows the last committed state.
-                        let live = read_state(&db, &what);
+                        let live = checked_state(&db, &what);
                         assert!(
-                            live == model(seed, &ok),
+                            live == SHAPE.model(seed, &ok),
                             "{what}: after the failed commit the handle shows other data"
                         );
                     }
