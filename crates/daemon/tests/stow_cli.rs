@@ -27,18 +27,7 @@ impl Socket for Containerd {
 }
 
 fn stow_run(d: &impl Socket, args: &[&str], stdin: &[u8]) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stow"))
-        .arg("--address")
-        .arg(d.socket())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    common::stow_at(d.socket(), args, stdin)
 }
 
 fn stow_in(d: &impl Socket, args: &[&str], stdin: &[u8]) -> String {
@@ -171,15 +160,7 @@ fn stow_images_check_mount_and_unmount_agree_with_ctr() {
     let fixtures = common::fixtures();
     let (base, layered) = (&fixtures[0], &fixtures[1]);
     let dir = tempfile::tempdir().unwrap();
-    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
-    for f in [base, layered] {
-        d.ok(&[
-            "images",
-            "import",
-            "--no-unpack",
-            f.archive.to_str().unwrap(),
-        ]);
-    }
+    let d = common::quiet_gc_with_images(dir.path(), &[&base.archive, &layered.archive]);
     // Break the base image: one of its layers goes.
     let layer = json(&stow(&d, &["content", "get", &base.manifest_digest]))["layers"][0]["digest"]
         .as_str()
@@ -482,13 +463,7 @@ fn stow_events_sees_what_ctr_does() {
     let f = &common::fixtures()[0];
     let dir = tempfile::tempdir().unwrap();
     // No collector runs to publish events of its own.
-    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
-    d.ok(&[
-        "images",
-        "import",
-        "--no-unpack",
-        f.archive.to_str().unwrap(),
-    ]);
+    let d = common::quiet_gc_with_images(dir.path(), &[&f.archive]);
     let spawn = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_stow"))
             .arg("--address")

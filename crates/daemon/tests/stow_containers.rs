@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{require_ctr, Stowaged};
+use common::require_ctr;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use stowage_daemon::api::containerd::services::containers::v1 as cpb;
@@ -17,12 +17,7 @@ use stowage_daemon::client::{connect, Headers};
 use stowage_tests::containerd::Containerd;
 
 fn stow_out(address: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stow"))
-        .arg("--address")
-        .arg(address)
-        .args(args)
-        .output()
-        .unwrap()
+    common::stow_at(address, args, b"")
 }
 
 fn ctr_out(address: &Path, args: &[&str]) -> Output {
@@ -54,13 +49,7 @@ fn stow_images_rm_warns_and_goes_on_as_ctr_does() {
     }
     let f = &common::fixtures()[0];
     let dir = tempfile::tempdir().unwrap();
-    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
-    d.ok(&[
-        "images",
-        "import",
-        "--no-unpack",
-        f.archive.to_str().unwrap(),
-    ]);
+    let d = common::quiet_gc_with_images(dir.path(), &[&f.archive]);
     let tag = |names: &[&str]| {
         for n in names {
             d.ok(&["images", "tag", &f.reference, n]);
@@ -143,10 +132,10 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// An OCI archive of one image whose config sets every runtime default a container takes
-/// (user, environment, entrypoint and command, working directory, labels, stop signal) and
-/// whose tree holds the /etc/passwd and /etc/group the user is looked up in.
-fn image_archive(dir: &Path, name: &str) -> std::path::PathBuf {
+/// An OCI archive of one image, [`SPEC_IMAGE`], whose config sets every runtime default a
+/// container takes (user, environment, entrypoint and command, working directory, labels,
+/// stop signal) and whose tree holds the /etc/passwd and /etc/group the user is looked up in.
+fn image_archive(dir: &Path) -> std::path::PathBuf {
     let mut layer = tar::Builder::new(Vec::new());
     let mut add = |path: &str, data: &[u8], kind: tar::EntryType| {
         let mut h = tar::Header::new_ustar();
@@ -194,7 +183,7 @@ fn image_archive(dir: &Path, name: &str) -> std::path::PathBuf {
     }))
     .unwrap();
     let mut mdesc = desc("application/vnd.oci.image.manifest.v1+json", &manifest);
-    mdesc["annotations"] = json!({"io.containerd.image.name": name});
+    mdesc["annotations"] = json!({"io.containerd.image.name": SPEC_IMAGE});
     let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [mdesc]})).unwrap();
     let mut out = tar::Builder::new(Vec::new());
     let mut put = |path: &str, data: &[u8]| {
@@ -211,6 +200,37 @@ fn image_archive(dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join("spec-image.tar");
     std::fs::write(&path, out.into_inner().unwrap()).unwrap();
     path
+}
+
+/// The name [`image_archive`]'s image is imported under.
+const SPEC_IMAGE: &str = "stowage.test/spec:1";
+
+/// containerd on a root under `dir`, holding [`SPEC_IMAGE`] imported without unpacking.
+fn containerd_with_spec_image(dir: &Path) -> Containerd {
+    let c = Containerd::start(&dir.join("root"), dir).unwrap();
+    let archive = image_archive(dir);
+    c.ctr(&["images", "import", "--no-unpack", archive.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("containerd: {e}\n{}", c.log()));
+    c
+}
+
+/// Runs `args` through `tool` (`ctr` or `stow`) against the daemon at `address`.
+fn tool_out(tool: &str, address: &Path, args: &[&str]) -> Output {
+    if tool == "ctr" {
+        ctr_out(address, args)
+    } else {
+        stow_out(address, args)
+    }
+}
+
+/// The records of `ids`, given as (ctr's, stow's) pairs, each pair compared with
+/// [`same_record`].
+fn get_pairs(address: &Path, ids: &[&str]) -> Vec<cpb::Container> {
+    let records = get_all(address, ids);
+    for pair in records.chunks(2) {
+        same_record(&pair[0], &pair[1]);
+    }
+    records
 }
 
 /// The records of `ids` as Containers.Get answers them.
@@ -312,10 +332,8 @@ fn stow_containers_create_records_what_ctr_records() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
-    let name = "stowage.test/spec:1";
-    let archive = image_archive(dir.path(), name);
-    d.ok(&["images", "import", "--no-unpack", archive.to_str().unwrap()]);
+    let name = SPEC_IMAGE;
+    let d = common::quiet_gc_with_images(dir.path(), &[&image_archive(dir.path())]);
     // A label on the image record: ctr copies those to the container too.
     d.ok(&["images", "label", name, "from.record=yes"]);
     let cases: Vec<(&str, Vec<&str>)> = vec![
@@ -493,11 +511,10 @@ fn stow_containers_create_records_what_ctr_records() {
             let mut a = vec!["containers", "create", "--config", file, "--label", "z=1"];
             a.extend(extra.iter().copied());
             a.push(id);
-            if tool == "ctr" {
-                ok("ctr create --config", ctr_out(&d.address, &a));
-            } else {
-                ok("stow create --config", stow_out(&d.address, &a));
-            }
+            ok(
+                &format!("{tool} create --config"),
+                tool_out(tool, &d.address, &a),
+            );
         }
         pairs.push((ci, si));
     }
@@ -506,10 +523,7 @@ fn stow_containers_create_records_what_ctr_records() {
         .iter()
         .flat_map(|(a, b)| [a.as_str(), b.as_str()])
         .collect();
-    let records = get_all(&d.address, &ids);
-    for pair in records.chunks(2) {
-        same_record(&pair[0], &pair[1]);
-    }
+    let records = get_pairs(&d.address, &ids);
 
     // What the two agree on is what containerd's defaults and the image give: spelled out
     // here so that a shared mistake cannot pass.
@@ -659,14 +673,12 @@ fn stow_containers_create_against_containerd_records_what_ctr_records() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Containerd::start(&dir.path().join("root"), dir.path()).unwrap();
+    let c = containerd_with_spec_image(dir.path());
     let ctr = |a: &[&str]| {
         c.ctr(a)
             .unwrap_or_else(|e| panic!("containerd: {e}\n{}", c.log()))
     };
-    let name = "stowage.test/spec:1";
-    let archive = image_archive(dir.path(), name);
-    ctr(&["images", "import", "--no-unpack", archive.to_str().unwrap()]);
+    let name = SPEC_IMAGE;
     let flags = ["--label", "k=v", "--env", "B=2", name];
     let mut a = vec!["containers", "create"];
     a.extend(flags);
@@ -675,8 +687,7 @@ fn stow_containers_create_against_containerd_records_what_ctr_records() {
     sa.push("stow-c");
     ctr(&ca);
     ok("stow create against containerd", stow_out(&c.address, &sa));
-    let records = get_all(&c.address, &["ctr-c", "stow-c"]);
-    same_record(&records[0], &records[1]);
+    let records = get_pairs(&c.address, &["ctr-c", "stow-c"]);
     assert_eq!(
         spec_of(&records[1])["process"]["user"]["additionalGids"],
         json!([1001, 10, 50])
@@ -720,21 +731,14 @@ fn seccomp_records(address: &Path, image: &str) -> Vec<cpb::Container> {
             let mut a = vec!["containers", "create"];
             a.extend(flags.iter().copied());
             a.extend([image, id.as_str()]);
-            let o = if tool == "ctr" {
-                ctr_out(address, &a)
-            } else {
-                stow_out(address, &a)
-            };
+            let o = tool_out(tool, address, &a);
             assert!(o.stdout.is_empty(), "{tool} {case}: {}", text(&o.stdout));
             ok(&format!("{tool} {a:?}"), o);
         }
         ids.extend([ci, si]);
     }
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let records = get_all(address, &ids);
-    for pair in records.chunks(2) {
-        same_record(&pair[0], &pair[1]);
-    }
+    let records = get_pairs(address, &ids);
     records.chunks(2).map(|p| p[1].clone()).collect()
 }
 
@@ -816,11 +820,8 @@ fn stow_containers_create_seccomp_default_profile_as_ctr() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = Stowaged::start_quiet_gc(dir.path()).unwrap();
-    let name = "stowage.test/spec:1";
-    let archive = image_archive(dir.path(), name);
-    d.ok(&["images", "import", "--no-unpack", archive.to_str().unwrap()]);
-    check_seccomp_profiles(&seccomp_records(&d.address, name));
+    let d = common::quiet_gc_with_images(dir.path(), &[&image_archive(dir.path())]);
+    check_seccomp_profiles(&seccomp_records(&d.address, SPEC_IMAGE));
 }
 
 #[test]
@@ -829,10 +830,6 @@ fn stow_containers_create_seccomp_default_profile_against_containerd() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Containerd::start(&dir.path().join("root"), dir.path()).unwrap();
-    let name = "stowage.test/spec:1";
-    let archive = image_archive(dir.path(), name);
-    c.ctr(&["images", "import", "--no-unpack", archive.to_str().unwrap()])
-        .unwrap_or_else(|e| panic!("containerd: {e}\n{}", c.log()));
-    check_seccomp_profiles(&seccomp_records(&c.address, name));
+    let c = containerd_with_spec_image(dir.path());
+    check_seccomp_profiles(&seccomp_records(&c.address, SPEC_IMAGE));
 }

@@ -206,6 +206,43 @@ impl Drop for Stowaged {
     }
 }
 
+/// Runs the `stow` built with these tests against the daemon at `address`, with `stdin`
+/// fed in.
+pub fn stow_at(address: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stow"))
+        .arg("--address")
+        .arg(address)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running stow");
+    child
+        .stdin
+        .take()
+        .expect("stow stdin")
+        .write_all(stdin)
+        .expect("feeding stow");
+    child.wait_with_output().expect("waiting for stow")
+}
+
+/// A stowaged on `dir` with the collector kept quiet ([`Stowaged::start_quiet_gc`]) holding
+/// the image archives `archives`, imported without unpacking (blobs and records only).
+pub fn quiet_gc_with_images(dir: &Path, archives: &[&Path]) -> Stowaged {
+    let d = Stowaged::start_quiet_gc(dir).expect("starting stowaged");
+    for a in archives {
+        d.ok(&[
+            "images",
+            "import",
+            "--no-unpack",
+            a.to_str().expect("archive path"),
+        ]);
+    }
+    d
+}
+
 /// True when ctr (and, with `containerd`, the daemon) is installed; otherwise panics naming
 /// it, unless STOWAGE_SKIP_EXTERNAL=1.
 pub fn require_ctr(containerd: bool) -> bool {
