@@ -1,30 +1,23 @@
 //! The namespaced content store: the conformance suite, namespace isolation, sharing, ingest
 //! records and leases.
 
+mod common;
+
 use std::io::Write as _;
 use std::sync::Arc;
 
+use common::{bucket_at, desc};
 use stowage_content::testsuite::TestStore;
 use stowage_content::LocalStore;
 use stowage_core_types::content::{
     read_blob, write_blob, IngestManager, Ingester, Manager, Provider, WriterOptions,
 };
-use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
-use stowage_digest_identity::Digester;
+use stowage_core_types::{ErrorKind, Labels};
 use stowage_metadata::{decode_time, Db, Options, Resource};
 
 fn open_with_backend() -> (tempfile::TempDir, Db, Arc<LocalStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let backend =
-        Arc::new(LocalStore::open(dir.path().join("io.containerd.content.v1.content")).unwrap());
-    let db = Db::open(
-        dir.path(),
-        Options {
-            content: Some(backend.clone()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (db, backend) = common::open_with_backend(dir.path(), Options::default());
     (dir, db, backend)
 }
 
@@ -53,16 +46,6 @@ mod leased {
     stowage_content::content_store_conformance!(namespaced_leased);
 }
 
-fn sha256(data: &[u8]) -> Digest {
-    let mut h = Digester::sha256();
-    h.update(data);
-    h.finish()
-}
-
-fn desc(data: &[u8]) -> Descriptor {
-    Descriptor::new("application/octet-stream", sha256(data), data.len() as u64)
-}
-
 #[test]
 fn blobs_are_visible_only_where_committed_and_shared_without_transfer() {
     let (_d, db, backend) = open_with_backend();
@@ -84,22 +67,7 @@ fn blobs_are_visible_only_where_committed_and_shared_without_transfer() {
     // The ingest record says it is shared: `expected` set, backend ref namespaced.
     {
         let tx = db.bolt().begin_read().unwrap();
-        let ing = tx
-            .bucket(b"v1")
-            .unwrap()
-            .unwrap()
-            .bucket(b"b")
-            .unwrap()
-            .unwrap()
-            .bucket(b"content")
-            .unwrap()
-            .unwrap()
-            .bucket(b"ingests")
-            .unwrap()
-            .unwrap()
-            .bucket(b"ref-b")
-            .unwrap()
-            .unwrap();
+        let ing = bucket_at(&tx, &["v1", "b", "content", "ingests", "ref-b"]);
         assert_eq!(ing.get(b"ref").unwrap(), Some(&b"b/1/ref-b"[..]));
         assert_eq!(
             ing.get(b"expected").unwrap(),
@@ -146,22 +114,7 @@ fn work_under_a_lease_is_added_to_it_and_ingests_get_no_expiry() {
         .unwrap();
     {
         let tx = db.bolt().begin_read().unwrap();
-        let ing = tx
-            .bucket(b"v1")
-            .unwrap()
-            .unwrap()
-            .bucket(b"ns")
-            .unwrap()
-            .unwrap()
-            .bucket(b"content")
-            .unwrap()
-            .unwrap()
-            .bucket(b"ingests")
-            .unwrap()
-            .unwrap()
-            .bucket(b"r1")
-            .unwrap()
-            .unwrap();
+        let ing = bucket_at(&tx, &["v1", "ns", "content", "ingests", "r1"]);
         assert!(ing.get(b"expireat").unwrap().is_none());
     }
     assert_eq!(

@@ -3,16 +3,18 @@
 //! the namespace label containerd 1.7 added (`containerd.io/namespace.shareable`), which 1.6
 //! and stowage do not honour.
 
+mod common;
+
 use std::io::Write as _;
 use std::sync::Arc;
 
+use common::desc;
 use stowage_content::testsuite::TestStore;
 use stowage_content::LocalStore;
 use stowage_core_types::content::{
     read_blob, write_blob, IngestManager, Ingester, Manager, Provider, Writer, WriterOptions,
 };
-use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
-use stowage_digest_identity::Digester;
+use stowage_core_types::{ErrorKind, Labels};
 use stowage_metadata::{ContentSharing, Db, Options, Resource};
 
 /// containerd 1.7's label that makes a namespace's content shared under "isolated".
@@ -20,18 +22,14 @@ const SHAREABLE: &str = "containerd.io/namespace.shareable";
 
 fn open(sharing: ContentSharing) -> (tempfile::TempDir, Db, Arc<LocalStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let backend =
-        Arc::new(LocalStore::open(dir.path().join("io.containerd.content.v1.content")).unwrap());
-    let db = Db::open(
+    let (db, backend) = common::open_with_backend(
         dir.path(),
         Options {
-            content: Some(backend.clone()),
             content_sharing: sharing,
             no_sync: true,
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     (dir, db, backend)
 }
 
@@ -46,16 +44,6 @@ fn isolated() -> TestStore {
 // adds such a blob again (`delete_blob`) goes through `write_blob`, which sends the bytes
 // whenever the writer's offset says they are missing, so it passes under both policies.
 stowage_content::content_store_conformance!(isolated);
-
-fn sha256(data: &[u8]) -> Digest {
-    let mut h = Digester::sha256();
-    h.update(data);
-    h.finish()
-}
-
-fn desc(data: &[u8]) -> Descriptor {
-    Descriptor::new("application/octet-stream", sha256(data), data.len() as u64)
-}
 
 #[test]
 fn default_policy_is_shared_and_the_db_reports_its_policy() {

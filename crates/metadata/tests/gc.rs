@@ -1,16 +1,18 @@
 //! Garbage collection over real stores: a table of reachability cases, and backend reclaim.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::{bucket_at, open_with_snapshotters, put};
 use stowage_content::LocalStore;
-use stowage_core_types::content::{write_blob, IngestManager, Ingester, Manager, WriterOptions};
+use stowage_core_types::content::{IngestManager, Ingester, Manager, WriterOptions};
 use stowage_core_types::snapshot::Snapshotter;
 use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
-use stowage_digest_identity::Digester;
 use stowage_metadata::{
-    encode_time, format_rfc3339, Any, Container, Db, Image, Node, Options, Resource, ResourceKind,
+    encode_time, format_rfc3339, Any, Container, Db, Image, Node, Resource, ResourceKind,
     SPEC_TYPE_URL,
 };
 use stowage_snapshots_overlay::OverlaySnapshotter;
@@ -24,27 +26,17 @@ struct Env {
 
 fn env(with_overlay: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let backend =
-        Arc::new(LocalStore::open(dir.path().join("io.containerd.content.v1.content")).unwrap());
     let overlay = with_overlay.then(|| {
         Arc::new(
             OverlaySnapshotter::new(dir.path().join("io.containerd.snapshotter.v1.overlayfs"))
                 .unwrap(),
         )
     });
-    let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
-    if let Some(o) = &overlay {
-        snapshotters.insert("overlayfs".into(), o.clone());
-    }
-    let db = Db::open(
-        dir.path(),
-        Options {
-            content: Some(backend.clone()),
-            snapshotters,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let snapshotters: Vec<(&str, Arc<dyn Snapshotter>)> = overlay
+        .iter()
+        .map(|o| ("overlayfs", o.clone() as Arc<dyn Snapshotter>))
+        .collect();
+    let (db, backend) = open_with_snapshotters(dir.path(), snapshotters);
     Env {
         _dir: dir,
         db,
@@ -60,13 +52,8 @@ fn labels(kv: &[(&str, &str)]) -> Labels {
 }
 
 fn blob(e: &Env, ns: &str, data: &str, l: Labels) -> Digest {
-    let mut h = Digester::sha256();
-    h.update(data.as_bytes());
-    let d = h.finish();
-    let desc = Descriptor::new("application/octet-stream", d.clone(), data.len() as u64);
     let cs = e.db.content_store(ns, None).unwrap();
-    write_blob(&cs, &format!("w-{data}"), &mut data.as_bytes(), &desc, l).unwrap();
-    d
+    put(&cs, &format!("w-{data}"), data.as_bytes(), l)
 }
 
 fn blobs_in(e: &Env, ns: &str) -> BTreeSet<Digest> {
@@ -373,12 +360,7 @@ fn a_pull_in_progress_under_a_lease_survives_collection() {
         .unwrap();
     let cs = e.db.content_store("ns", Some("pull")).unwrap();
     // A committed layer and a half-written one, as a pull leaves them mid-way.
-    let data = "layer bytes";
-    let mut h = Digester::sha256();
-    h.update(data.as_bytes());
-    let layer = h.finish();
-    let desc = Descriptor::new("application/octet-stream", layer.clone(), data.len() as u64);
-    write_blob(&cs, "layer", &mut data.as_bytes(), &desc, Labels::new()).unwrap();
+    let layer = put(&cs, "layer", b"layer bytes", Labels::new());
     let mut w = cs.writer(WriterOptions::with_ref("partial")).unwrap();
     std::io::Write::write_all(&mut w, b"half").unwrap();
     drop(w);
@@ -426,22 +408,7 @@ fn collections_racing_leased_writers_never_lose_their_work() {
                     let mut out = Vec::new();
                     for i in 0..40 {
                         let data = format!("thread {t} blob {i}");
-                        let mut h = Digester::sha256();
-                        h.update(data.as_bytes());
-                        let d = h.finish();
-                        let desc = Descriptor::new(
-                            "application/octet-stream",
-                            d.clone(),
-                            data.len() as u64,
-                        );
-                        write_blob(
-                            &cs,
-                            &format!("t{t}-{i}"),
-                            &mut data.as_bytes(),
-                            &desc,
-                            Labels::new(),
-                        )
-                        .unwrap();
+                        let d = put(&cs, &format!("t{t}-{i}"), data.as_bytes(), Labels::new());
                         // Visible right after the commit, whatever the collector is doing.
                         assert!(cs.info(&d).is_ok(), "{d} lost right after commit");
                         out.push(d);
@@ -481,12 +448,7 @@ fn an_expiring_lease_stops_protecting_once_expired() {
         "seconds only"
     );
     let cs = e.db.content_store("ns", Some("short")).unwrap();
-    let data = "held briefly";
-    let mut h = Digester::sha256();
-    h.update(data.as_bytes());
-    let d = h.finish();
-    let desc = Descriptor::new("application/octet-stream", d.clone(), data.len() as u64);
-    write_blob(&cs, "b", &mut data.as_bytes(), &desc, Labels::new()).unwrap();
+    let d = put(&cs, "b", b"held briefly", Labels::new());
     e.db.collect().unwrap();
     // The expiry is stored in whole seconds, so it can be as little as 3 s away: a collection
     // that ended before it certainly saw the lease alive (only a machine stalled for seconds
@@ -520,19 +482,7 @@ fn collection_neither_waits_for_nor_blocks_readers() {
         .unwrap();
     assert_eq!(removed, 1);
     // ...and keeps its snapshot: the removed record is still visible to it.
-    let old_view = reader
-        .bucket(b"v1")
-        .unwrap()
-        .unwrap()
-        .bucket(b"ns")
-        .unwrap()
-        .unwrap()
-        .bucket(b"content")
-        .unwrap()
-        .unwrap()
-        .bucket(b"blob")
-        .unwrap()
-        .unwrap()
+    let old_view = bucket_at(&reader, &["v1", "ns", "content", "blob"])
         .bucket(gone.as_str().as_bytes())
         .unwrap();
     assert!(old_view.is_some());

@@ -1,51 +1,27 @@
 //! The GC scheduler: startup collection, deletions, mutation threshold, synchronous deletes.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use stowage_content::LocalStore;
-use stowage_core_types::content::{write_blob, Manager};
+use std::time::Duration;
+
+use common::{open_with_backend, put, wait_until};
+use stowage_core_types::content::Manager;
 use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels};
-use stowage_digest_identity::Digester;
 use stowage_metadata::{Db, GcConfig, Image, Options, Scheduler};
 
 fn open() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(LocalStore::open(dir.path().join("content")).unwrap());
-    let db = Db::open(
-        dir.path(),
-        Options {
-            content: Some(backend),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (db, _) = open_with_backend(dir.path(), Options::default());
     (dir, db)
 }
 
 fn blob(db: &Db, data: &str) -> Digest {
-    let mut h = Digester::sha256();
-    h.update(data.as_bytes());
-    let d = h.finish();
-    let desc = Descriptor::new("application/octet-stream", d.clone(), data.len() as u64);
     let cs = db.content_store("ns", None).unwrap();
-    write_blob(&cs, data, &mut data.as_bytes(), &desc, Labels::new()).unwrap();
-    d
+    put(&cs, data, data.as_bytes(), Labels::new())
 }
 
 fn present(db: &Db, d: &Digest) -> bool {
     db.content_store("ns", None).unwrap().info(d).is_ok()
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 fn image(db: &Db, name: &str, target: &Digest) {

@@ -3,18 +3,20 @@
 //! children before parents with one removal attempt each; later collections leave backends
 //! nothing dirtied alone.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{open_with_snapshotters, put, wait_until};
 use stowage_content::LocalStore;
-use stowage_core_types::content::{write_blob, Manager};
+use stowage_core_types::content::Manager;
 use stowage_core_types::mount::Mount;
 use stowage_core_types::snapshot::{Info, Snapshotter, Usage};
-use stowage_core_types::{Descriptor, Digest, ErrorKind, Labels, Result};
-use stowage_digest_identity::Digester;
-use stowage_metadata::{Db, GcConfig, Options, Scheduler};
+use stowage_core_types::{Digest, ErrorKind, Labels, Result};
+use stowage_metadata::{Db, GcConfig, GcStats, NamespacedSnapshotter, Scheduler};
 use stowage_snapshots_native::NativeSnapshotter;
 
 /// The native snapshotter, counting the removals asked of it and those it refused, with the
@@ -110,8 +112,6 @@ struct Env {
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let content =
-        Arc::new(LocalStore::open(dir.path().join("io.containerd.content.v1.content")).unwrap());
     let native = Arc::new(Counting {
         inner: NativeSnapshotter::new(dir.path().join("io.containerd.snapshotter.v1.native"))
             .unwrap(),
@@ -119,17 +119,7 @@ fn env() -> Env {
         refused: AtomicUsize::new(0),
         faults: Mutex::default(),
     });
-    let mut snapshotters: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
-    snapshotters.insert("native".into(), native.clone());
-    let db = Db::open(
-        dir.path(),
-        Options {
-            content: Some(content.clone()),
-            snapshotters,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (db, content) = open_with_snapshotters(dir.path(), vec![("native", native.clone())]);
     Env {
         _dir: dir,
         db,
@@ -141,19 +131,7 @@ fn env() -> Env {
 /// Writes `data` straight into the content backend, as a crash before meta.db's commit
 /// leaves it.
 fn backend_blob(e: &Env, data: &str) -> Digest {
-    let mut h = Digester::sha256();
-    h.update(data.as_bytes());
-    let d = h.finish();
-    let desc = Descriptor::new("application/octet-stream", d.clone(), data.len() as u64);
-    write_blob(
-        e.content.as_ref(),
-        data,
-        &mut data.as_bytes(),
-        &desc,
-        Labels::new(),
-    )
-    .unwrap();
-    d
+    put(e.content.as_ref(), data, data.as_bytes(), Labels::new())
 }
 
 fn backend_keys(s: &dyn Snapshotter) -> BTreeSet<String> {
@@ -169,20 +147,9 @@ fn backend_keys(s: &dyn Snapshotter) -> BTreeSet<String> {
     keys
 }
 
-fn wait_until(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-#[test]
-fn first_collection_sweeps_what_no_record_names_children_first() {
-    let e = env();
+/// Commits `base` through meta.db (a GC root, so no collection removes it); returns the
+/// namespaced snapshotter and the backend's keys, the one snapshot meta.db records.
+fn recorded_base(e: &Env) -> (NamespacedSnapshotter, BTreeSet<String>) {
     let sn = e.db.snapshotter("native", "ns", None).unwrap();
     sn.prepare("base-a", "", Labels::new()).unwrap();
     sn.commit(
@@ -191,8 +158,23 @@ fn first_collection_sweeps_what_no_record_names_children_first() {
         [("containerd.io/gc.root".to_string(), "1".to_string())].into(),
     )
     .unwrap();
-    let recorded = backend_keys(e.native.as_ref());
+    let recorded = backend_keys(&e.native.inner);
     assert_eq!(recorded.len(), 1, "{recorded:?}");
+    (sn, recorded)
+}
+
+/// The native snapshots a collection removed, in no order.
+fn removed_set(stats: &GcStats) -> BTreeSet<&str> {
+    stats.snapshots_removed["native"]
+        .iter()
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn first_collection_sweeps_what_no_record_names_children_first() {
+    let e = env();
+    let (sn, recorded) = recorded_base(&e);
     let base_key = recorded.iter().next().unwrap().clone();
 
     // The backend's own commits, which meta.db never recorded: a chain three deep, a child
@@ -275,15 +257,7 @@ fn backend_commit(e: &Env, name: &str, parent: &str) {
 #[test]
 fn a_chain_hundreds_deep_goes_top_down_and_spares_its_recorded_base() {
     let e = env();
-    let sn = e.db.snapshotter("native", "ns", None).unwrap();
-    sn.prepare("base-a", "", Labels::new()).unwrap();
-    sn.commit(
-        "base",
-        "base-a",
-        [("containerd.io/gc.root".to_string(), "1".to_string())].into(),
-    )
-    .unwrap();
-    let recorded = backend_keys(&e.native.inner);
+    let (sn, recorded) = recorded_base(&e);
     let mut parent = recorded.iter().next().unwrap().clone();
     const DEPTH: usize = 300;
     for i in 0..DEPTH {
@@ -313,10 +287,7 @@ fn a_refused_removal_keeps_its_parents_unattempted_and_the_sweep_goes_on() {
     e.native.faults.lock().unwrap().child_on_remove = Some(("o2".into(), "racer".into()));
 
     let stats = e.db.collect().unwrap();
-    let removed: BTreeSet<&str> = stats.snapshots_removed["native"]
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let removed = removed_set(&stats);
     assert_eq!(removed, ["lone", "o3"].into());
     // o3, o2 and lone asked once each; o1 not at all.
     assert_eq!(e.native.removes.load(Ordering::Relaxed), 3);
@@ -355,10 +326,7 @@ fn a_cycle_in_the_walk_is_left_alone_and_the_rest_swept() {
     e.native.faults.lock().unwrap().reparent = Some(("c1".into(), "c2".into()));
 
     let stats = e.db.collect().unwrap();
-    let removed: BTreeSet<&str> = stats.snapshots_removed["native"]
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let removed = removed_set(&stats);
     assert_eq!(removed, ["c3", "lone"].into());
     assert_eq!(e.native.removes.load(Ordering::Relaxed), 2);
     assert_eq!(
