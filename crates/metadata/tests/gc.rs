@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{bucket_at, open_with_snapshotters, put};
+use common::{bucket_at, open_with_snapshotters, put, snapshot_keys};
 use stowage_content::LocalStore;
 use stowage_core_types::content::{IngestManager, Ingester, Manager, WriterOptions};
 use stowage_core_types::snapshot::Snapshotter;
@@ -307,17 +307,12 @@ fn snapshots_containers_chains_and_backend_removal() {
     e.db.containers("ns").unwrap().create(c).unwrap();
 
     let stats = e.db.collect().unwrap();
-    let mut keys = Vec::new();
-    sn.walk(
-        &mut |i| {
-            keys.push(i.name);
-            Ok(())
-        },
-        &[],
-    )
-    .unwrap();
-    keys.sort();
-    assert_eq!(keys, ["base", "by-label", "kept-root", "mid", "rootfs"]);
+    assert_eq!(
+        snapshot_keys(&sn),
+        ["base", "by-label", "kept-root", "mid", "rootfs"]
+            .map(String::from)
+            .into()
+    );
     assert_eq!(stats.snapshots_removed["overlayfs"], ["ns/7/unused"]);
     let overlay = e.overlay.as_ref().unwrap();
     assert_eq!(
@@ -327,28 +322,12 @@ fn snapshots_containers_chains_and_backend_removal() {
     // Dropping the container frees the chain and its label-referenced content.
     e.db.containers("ns").unwrap().delete("ctr").unwrap();
     e.db.collect().unwrap();
-    let mut keys = Vec::new();
-    sn.walk(
-        &mut |i| {
-            keys.push(i.name);
-            Ok(())
-        },
-        &[],
-    )
-    .unwrap();
-    assert_eq!(keys, ["kept-root"]);
+    assert_eq!(snapshot_keys(&sn), ["kept-root".to_string()].into());
     assert!(blobs_in(&e, "ns").is_empty());
-    let mut backend_keys = Vec::new();
-    overlay
-        .walk(
-            &mut |i| {
-                backend_keys.push(i.name);
-                Ok(())
-            },
-            &[],
-        )
-        .unwrap();
-    assert_eq!(backend_keys, ["ns/11/kept-root"]);
+    assert_eq!(
+        snapshot_keys(overlay.as_ref()),
+        ["ns/11/kept-root".to_string()].into()
+    );
 }
 
 #[test]

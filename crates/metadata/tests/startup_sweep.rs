@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{open_with_snapshotters, put, wait_until};
+use common::{open_with_snapshotters, put, snapshot_keys, wait_until};
 use stowage_content::LocalStore;
 use stowage_core_types::content::Manager;
 use stowage_core_types::mount::Mount;
@@ -134,19 +134,6 @@ fn backend_blob(e: &Env, data: &str) -> Digest {
     put(e.content.as_ref(), data, data.as_bytes(), Labels::new())
 }
 
-fn backend_keys(s: &dyn Snapshotter) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    s.walk(
-        &mut |i| {
-            keys.insert(i.name);
-            Ok(())
-        },
-        &[],
-    )
-    .unwrap();
-    keys
-}
-
 /// Commits `base` through meta.db (a GC root, so no collection removes it); returns the
 /// namespaced snapshotter and the backend's keys, the one snapshot meta.db records.
 fn recorded_base(e: &Env) -> (NamespacedSnapshotter, BTreeSet<String>) {
@@ -158,7 +145,7 @@ fn recorded_base(e: &Env) -> (NamespacedSnapshotter, BTreeSet<String>) {
         [("containerd.io/gc.root".to_string(), "1".to_string())].into(),
     )
     .unwrap();
-    let recorded = backend_keys(&e.native.inner);
+    let recorded = snapshot_keys(&e.native.inner);
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     (sn, recorded)
 }
@@ -191,7 +178,7 @@ fn first_collection_sweeps_what_no_record_names_children_first() {
 
     let stats = e.db.collect().unwrap();
     assert!(stats.removed.is_empty(), "{:?}", stats.removed);
-    assert_eq!(backend_keys(e.native.as_ref()), recorded);
+    assert_eq!(snapshot_keys(e.native.as_ref()), recorded);
     let removed = &stats.snapshots_removed["native"];
     let at = |k: &str| {
         removed
@@ -217,7 +204,7 @@ fn first_collection_sweeps_what_no_record_names_children_first() {
     b.prepare("late", "", Labels::new()).unwrap();
     let stats = e.db.collect().unwrap();
     assert!(stats.snapshots_removed.is_empty(), "{stats:?}");
-    assert!(backend_keys(e.native.as_ref()).contains("late"));
+    assert!(snapshot_keys(e.native.as_ref()).contains("late"));
 }
 
 #[test]
@@ -242,7 +229,7 @@ fn scheduler_sweeps_at_start_even_without_a_startup_delay() {
         e.content.info(&orphan).unwrap_err().kind(),
         ErrorKind::NotFound
     );
-    assert!(backend_keys(e.native.as_ref()).is_empty());
+    assert!(snapshot_keys(e.native.as_ref()).is_empty());
     s.stop();
 }
 
@@ -272,7 +259,7 @@ fn a_chain_hundreds_deep_goes_top_down_and_spares_its_recorded_base() {
     assert_eq!(removed, &expected);
     assert_eq!(e.native.removes.load(Ordering::Relaxed), DEPTH);
     assert_eq!(e.native.refused.load(Ordering::Relaxed), 0);
-    assert_eq!(backend_keys(&e.native.inner), recorded);
+    assert_eq!(snapshot_keys(&e.native.inner), recorded);
     sn.stat("base").unwrap();
 }
 
@@ -293,7 +280,7 @@ fn a_refused_removal_keeps_its_parents_unattempted_and_the_sweep_goes_on() {
     assert_eq!(e.native.removes.load(Ordering::Relaxed), 3);
     assert_eq!(e.native.refused.load(Ordering::Relaxed), 1);
     assert_eq!(
-        backend_keys(&e.native.inner),
+        snapshot_keys(&e.native.inner),
         ["o1", "o2", "racer"].map(String::from).into()
     );
 }
@@ -310,7 +297,7 @@ fn a_parent_the_walk_does_not_list_ends_the_chain() {
     assert_eq!(stats.snapshots_removed["native"], ["top", "mid"]);
     assert_eq!(e.native.removes.load(Ordering::Relaxed), 2);
     assert_eq!(
-        backend_keys(&e.native.inner),
+        snapshot_keys(&e.native.inner),
         ["unlisted".to_string()].into()
     );
 }
@@ -330,7 +317,7 @@ fn a_cycle_in_the_walk_is_left_alone_and_the_rest_swept() {
     assert_eq!(removed, ["c3", "lone"].into());
     assert_eq!(e.native.removes.load(Ordering::Relaxed), 2);
     assert_eq!(
-        backend_keys(&e.native.inner),
+        snapshot_keys(&e.native.inner),
         ["c1", "c2"].map(String::from).into()
     );
 }
@@ -345,7 +332,7 @@ fn a_sweep_stopped_by_an_error_is_retried_by_the_next_collection() {
         err.to_string().contains("orphan"),
         "the error names the snapshot: {err}"
     );
-    assert!(backend_keys(&e.native.inner).contains("orphan"));
+    assert!(snapshot_keys(&e.native.inner).contains("orphan"));
 
     // Nothing was removed since: only the backend left dirty brings the sweep back.
     e.native.faults.lock().unwrap().fail_remove = None;
@@ -354,5 +341,5 @@ fn a_sweep_stopped_by_an_error_is_retried_by_the_next_collection() {
         stats.snapshots_removed["native"],
         vec!["orphan".to_string()]
     );
-    assert!(backend_keys(&e.native.inner).is_empty());
+    assert!(snapshot_keys(&e.native.inner).is_empty());
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +64,20 @@ pub fn bucket_at<'t>(tx: &'t ReadTx, path: &[&str]) -> Bucket<'t> {
             .unwrap_or_else(|| panic!("no bucket {name} on the path {path:?}"));
     }
     b
+}
+
+/// The keys `s` walks over.
+pub fn snapshot_keys(s: &dyn Snapshotter) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    s.walk(
+        &mut |i| {
+            keys.insert(i.name);
+            Ok(())
+        },
+        &[],
+    )
+    .unwrap();
+    keys
 }
 
 /// The sha256 digest of `data`.
