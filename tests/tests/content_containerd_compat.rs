@@ -55,6 +55,26 @@ fn ctr_ok(ctrd: &Containerd, args: &[&str], stdin: Stdio) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{e}\ncontainerd log tail:\n{}", tail(&ctrd.log())))
 }
 
+/// `ctr content ingest --expected-size --expected-digest <reference>` of `data`, read from a
+/// file under `work` (not a pipe: resuming, ctr seeks its input to the ingest's offset).
+fn ingest(ctrd: &Containerd, work: &Path, reference: &str, data: &[u8]) {
+    let f = work.join(reference);
+    fs::write(&f, data).unwrap();
+    ctr_ok(
+        ctrd,
+        &[
+            "content",
+            "ingest",
+            "--expected-size",
+            &data.len().to_string(),
+            "--expected-digest",
+            digest_of(data).as_str(),
+            reference,
+        ],
+        fs::File::open(&f).unwrap().into(),
+    );
+}
+
 /// `ctr content active` as (ref, size text) pairs.
 fn active(ctrd: &Containerd) -> Vec<(String, String)> {
     let out = String::from_utf8(ctr_ok(ctrd, &["content", "active"], Stdio::null())).unwrap();
@@ -145,23 +165,7 @@ fn stowage_reads_what_containerd_wrote() {
 
     let blobs = [data(1000, 1), data(3 << 20, 2), Vec::new()];
     for (i, b) in blobs.iter().enumerate() {
-        let f = work.path().join(format!("blob{i}"));
-        fs::write(&f, b).unwrap();
-        let size = b.len().to_string();
-        let digest = digest_of(b).to_string();
-        ctr_ok(
-            &ctrd,
-            &[
-                "content",
-                "ingest",
-                "--expected-size",
-                &size,
-                "--expected-digest",
-                &digest,
-                &format!("blob-{i}"),
-            ],
-            fs::File::open(&f).unwrap().into(),
-        );
+        ingest(&ctrd, work.path(), &format!("blob-{i}"), b);
     }
 
     // An ingest left in progress: ctr sends 1 MiB (its copy buffer) and is killed.
@@ -273,21 +277,7 @@ fn containerd_serves_what_stowage_wrote() {
         assert!(out.is_err(), "blob visible before adoption");
         // Adopt it into the namespace the way a shared-content ingest does: containerd finds
         // the blob already in the backend, checks its size, and records it without copying.
-        let f = work.path().join(format!("adopt{i}"));
-        fs::write(&f, b).unwrap();
-        ctr_ok(
-            &ctrd,
-            &[
-                "content",
-                "ingest",
-                "--expected-size",
-                &b.len().to_string(),
-                "--expected-digest",
-                d.as_str(),
-                &format!("adopt-{i}"),
-            ],
-            fs::File::open(&f).unwrap().into(),
-        );
+        ingest(&ctrd, work.path(), &format!("adopt-{i}"), b);
         let got = ctr_ok(&ctrd, &["content", "get", d.as_str()], Stdio::null());
         assert!(got == *b, "containerd served different bytes for {d}");
     }
@@ -329,21 +319,7 @@ fn containerd_serves_what_stowage_wrote() {
     );
     // And resumes it: ctr seeks its input to our offset and sends only the rest; containerd
     // re-hashes our data file, and the commit's digest check covers our bytes too.
-    let f = work.path().join("full");
-    fs::write(&f, &full).unwrap();
-    ctr_ok(
-        &ctrd,
-        &[
-            "content",
-            "ingest",
-            "--expected-size",
-            &full.len().to_string(),
-            "--expected-digest",
-            d.as_str(),
-            "ours-partial",
-        ],
-        fs::File::open(&f).unwrap().into(),
-    );
+    ingest(&ctrd, work.path(), "ours-partial", &full);
     let log = ctrd.log();
     assert!(
         !log.contains("failed to resume the status"),
