@@ -52,7 +52,13 @@ const SCAVENGE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// [`SCAVENGE_EVERY`], as Go's background scavenger does for containerd. glibc gives back only
 /// the top of a heap by itself: after many small requests (ten thousand images created and
 /// listed) two thirds of the resident heap was free memory held in the middle of it. A trim
-/// of a heap this size takes well under a millisecond.
+/// takes about 0.15 ms at the median, up to ~20 ms measured while a big pull unpacks.
+///
+/// This thread is the only trimmer: layer applies and content writes used to trim as they
+/// ended too, but with two arenas the next large operation reuses the freed buffers anyway,
+/// and in the side-by-side bench (pull and 1 GiB ingest sections, two runs each) peak RSS
+/// was no higher without them, while every Apply response waited on its trim (about 0.15 ms
+/// for a small layer, 0.6 ms for a large one).
 fn start_scavenger() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -7,7 +7,6 @@
 //! expected digest that is already stored aborts the ingest with AlreadyExists.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use stowage_core_types::content::{
@@ -216,14 +215,9 @@ impl content_server::Content for Service {
         // client's chunk size (1 MiB from ctr), so every slot counts per layer.
         let (in_tx, in_rx) = mpsc::channel::<Result<WriteContentRequest, Status>>(1);
         let (out_tx, out_rx) = mpsc::channel::<Result<WriteContentResponse, Status>>(2);
-        let received = Arc::new(AtomicU64::new(0));
-        let counted = received.clone();
         tokio::spawn(async move {
             while let Some(m) = inbound.next().await {
                 let stop = m.is_err();
-                if let Ok(r) = &m {
-                    counted.fetch_add(r.data.len() as u64, Ordering::Relaxed);
-                }
                 if in_tx.send(m).await.is_err() || stop {
                     break;
                 }
@@ -236,9 +230,6 @@ impl content_server::Content for Service {
                 }
                 let _ = out_tx.blocking_send(Err(st));
             }
-            if received.load(Ordering::Relaxed) >= TRIM_AFTER_WRITE {
-                release_freed_memory();
-            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
@@ -248,21 +239,6 @@ impl content_server::Content for Service {
         let r = req.into_inner().r#ref;
         blocking(move || cs.abort(&r)).await?;
         Ok(Response::new(()))
-    }
-}
-
-/// Data a write session must have received before its end hands freed memory back.
-const TRIM_AFTER_WRITE: u64 = 4 << 20;
-
-/// Returns the allocator's free memory to the kernel. Called after large operations (a layer's
-/// ingest, a layer apply): their megabyte buffers are freed by then, and glibc would otherwise
-/// keep them resident in its arenas until a later allocation reuses them. Costs well under a
-/// millisecond, so only operations that moved megabytes call it.
-pub(super) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap pages; it takes the arenas' own locks.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -68,13 +68,7 @@ impl Diff for Service {
                 .collect(),
         };
         let differ = self.differ(&ns, lease.as_deref()).status()?;
-        let applied = blocking(move || {
-            let applied = differ.apply(&layer, &mounts, &config);
-            // The apply's decompression chunks and file buffers are all freed now.
-            super::content::release_freed_memory();
-            applied
-        })
-        .await?;
+        let applied = blocking(move || differ.apply(&layer, &mounts, &config)).await?;
         Ok(Response::new(pb::ApplyResponse {
             applied: Some(descriptor_pb(&applied)),
         }))
