@@ -5,6 +5,7 @@
 //! containerd's `errdefs`, and the traits each subsystem implements (for example the content store
 //! traits in [`content`]). It does no I/O and knows nothing of bolt, gRPC or the filesystem layout.
 
+pub mod conformance;
 pub mod content;
 pub mod descriptor;
 pub mod diff;

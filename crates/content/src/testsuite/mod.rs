@@ -25,7 +25,6 @@
 //! Every case gets a fresh, empty store from the factory. Stores must support labels.
 
 use std::any::Any;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use stowage_core_types::content::Store;
@@ -118,16 +117,9 @@ pub fn run_one(name: &str, factory: &dyn Fn() -> TestStore) {
 
 /// Runs every case, each on a fresh store, and panics listing the ones that failed.
 pub fn run_all(factory: &dyn Fn() -> TestStore) {
-    let mut failed = Vec::new();
-    for (name, _) in CASES {
-        if panic::catch_unwind(AssertUnwindSafe(|| run_one(name, factory))).is_err() {
-            failed.push(*name);
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "content conformance cases failed: {failed:?}"
-    );
+    stowage_core_types::conformance::run_all("content", CASES.iter().map(|(n, _)| *n), |name| {
+        run_one(name, factory)
+    });
 }
 
 /// Generates one `#[test]` per conformance case, each calling `$factory` (an expression of type

@@ -21,7 +21,6 @@
 //! ```
 
 use std::any::Any;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use stowage_core_types::content::Store;
@@ -115,16 +114,9 @@ pub fn run_one(name: &str, factory: &dyn Fn() -> TestDiffer) {
 
 /// Runs every case, each on a fresh differ, and panics listing the ones that failed.
 pub fn run_all(factory: &dyn Fn() -> TestDiffer) {
-    let mut failed = Vec::new();
-    for (name, _) in CASES {
-        if panic::catch_unwind(AssertUnwindSafe(|| run_one(name, factory))).is_err() {
-            failed.push(*name);
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "differ conformance cases failed: {failed:?}"
-    );
+    stowage_core_types::conformance::run_all("differ", CASES.iter().map(|(n, _)| *n), |name| {
+        run_one(name, factory)
+    });
 }
 
 /// Generates one `#[test]` per conformance case, each calling `$factory` (an expression of type

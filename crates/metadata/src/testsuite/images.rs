@@ -13,7 +13,6 @@
 
 use std::any::Any;
 use std::io::Write;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Barrier};
 use std::time::SystemTime;
 
@@ -93,15 +92,10 @@ pub fn run_one(name: &str, factory: &dyn Fn() -> TestImages) {
 
 /// Runs every case, each on fresh stores, and panics listing the ones that failed.
 pub fn run_all(factory: &dyn Fn() -> TestImages) {
-    let mut failed = Vec::new();
-    for (name, _) in CASES {
-        if panic::catch_unwind(AssertUnwindSafe(|| run_one(name, factory))).is_err() {
-            failed.push(*name);
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "image store conformance cases failed: {failed:?}"
+    stowage_core_types::conformance::run_all(
+        "image store",
+        CASES.iter().map(|(n, _)| *n),
+        |name| run_one(name, factory),
     );
 }
 
