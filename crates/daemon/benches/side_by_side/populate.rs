@@ -130,6 +130,51 @@ pub fn blobs(address: &Path, n: usize, size: usize) -> Result<()> {
     })
 }
 
+/// Median latency of `n` Snapshots Prepare, Commit and Remove calls on `snapshotter`, over one
+/// connection: the daemon's share of what `ctr snapshots prepare|commit|rm` times, without
+/// ctr's process start (about 15 ms each, most of a ctr-timed snapshot operation).
+pub fn snapshot_rpc_latency(address: &Path, snapshotter: &str, n: usize) -> Result<[Duration; 3]> {
+    use stowage_daemon::api::containerd::services::snapshots::v1 as pb;
+    runtime()?.block_on(async {
+        let ch = connect(address).await?;
+        let headers = Headers::new(Some("default"), None)?;
+        let mut c = stowage_daemon::client!(pb::snapshots_client::SnapshotsClient<_>, ch, headers);
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for k in 0..n {
+            let (key, name) = (format!("rpc-active-{k}"), format!("rpc-committed-{k}"));
+            let t = Instant::now();
+            c.prepare(pb::PrepareSnapshotRequest {
+                snapshotter: snapshotter.into(),
+                key: key.clone(),
+                parent: String::new(),
+                labels: Default::default(),
+            })
+            .await
+            .context("Snapshots.Prepare")?;
+            times[0].push(t.elapsed());
+            let t = Instant::now();
+            c.commit(pb::CommitSnapshotRequest {
+                snapshotter: snapshotter.into(),
+                name: name.clone(),
+                key,
+                labels: Default::default(),
+            })
+            .await
+            .context("Snapshots.Commit")?;
+            times[1].push(t.elapsed());
+            let t = Instant::now();
+            c.remove(pb::RemoveSnapshotRequest {
+                snapshotter: snapshotter.into(),
+                key: name,
+            })
+            .await
+            .context("Snapshots.Remove")?;
+            times[2].push(t.elapsed());
+        }
+        Ok(times.map(crate::median))
+    })
+}
+
 /// Latency of single gRPC calls, one at a time: per-call medians of `Version`, `Content.Info`
 /// and `Content.Read` (whole blob) of `digest`, over `n` calls each. `ctr images ls` and the
 /// bookkeeping of a pull are chains of such calls, so this tells framework overhead apart from
