@@ -193,6 +193,19 @@ pub fn any_of<M: prost::Message>(name: &str, m: &M) -> prost_types::Any {
     }
 }
 
+/// The wire form of an image record.
+pub fn image_pb(
+    i: &stowage_core_types::image::Image,
+) -> crate::api::containerd::services::images::v1::Image {
+    crate::api::containerd::services::images::v1::Image {
+        name: i.name.clone(),
+        labels: label_map(&i.labels),
+        target: Some(descriptor_pb(&i.target)),
+        created_at: Some(timestamp(i.created_at)),
+        updated_at: Some(timestamp(i.updated_at)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 
 use crate::api::containerd::services::images::v1 as pb;
 use crate::client::{connect, Headers};
-use crate::convert::{descriptor, descriptor_pb, label_map, labels, time, timestamp};
+use crate::convert::{descriptor, image_pb, labels, time};
 use crate::errors::from_status;
 
 type Client = pb::images_client::ImagesClient<InterceptedService<Channel, Headers>>;
@@ -34,16 +34,6 @@ impl std::fmt::Debug for RemoteImageStore {
 
 fn st(s: tonic::Status) -> Error {
     from_status(&s)
-}
-
-fn image_pb(i: &Image) -> pb::Image {
-    pb::Image {
-        name: i.name.clone(),
-        labels: label_map(&i.labels),
-        target: Some(descriptor_pb(&i.target)),
-        created_at: Some(timestamp(i.created_at)),
-        updated_at: Some(timestamp(i.updated_at)),
-    }
 }
 
 /// The image in a response; one the server sent without an image or with a target we cannot

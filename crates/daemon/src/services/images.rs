@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::blocking;
 use crate::api::containerd::services::images::v1 as pb;
 use crate::api::containerd::services::images::v1::images_server::Images;
-use crate::convert::{descriptor, descriptor_pb, label_map, labels, time, timestamp};
+use crate::convert::{descriptor, image_pb, label_map, labels, time};
 use crate::errors::IntoStatus;
 use crate::events::topics;
 use crate::request::required_namespace;
@@ -17,16 +17,6 @@ use crate::server::State;
 /// The Images service.
 #[derive(Debug)]
 pub struct Service(pub Arc<State>);
-
-fn image_pb(i: &Image) -> pb::Image {
-    pb::Image {
-        name: i.name.clone(),
-        labels: label_map(&i.labels),
-        target: Some(descriptor_pb(&i.target)),
-        created_at: Some(timestamp(i.created_at)),
-        updated_at: Some(timestamp(i.updated_at)),
-    }
-}
 
 fn image(i: pb::Image) -> Result<Image, Status> {
     let target = i
