@@ -9,7 +9,9 @@
 //!
 //! - `STOWAGE_BENCH_QUICK=1`: small images and counts, one repeat (a couple of minutes).
 //! - `STOWAGE_BENCH_REPEATS`: timed runs per pull, list and ingest measure (default 3; 1 when
-//!   quick). The two daemons alternate which goes first.
+//!   quick). The two daemons alternate which goes first. Snapshot operations are interleaved
+//!   one by one instead (op k on one daemon, then on the other), and the snapshot RPC rows in
+//!   turns of n/10 calls, so both see the same drift of the machine's speed.
 //! - `STOWAGE_BENCH_ONLY`: comma-separated sections to run (`pull`, `lists`, `snapshots`,
 //!   `ingest`); default all.
 //! - `STOWAGE_BENCH_LOG`: stowaged's log level (default `info`, as containerd's; `debug` names
@@ -438,53 +440,80 @@ impl Bench {
         self.section_end("lists")
     }
 
+    /// Times `ctr snapshots prepare`, `commit` and `rm` of `n` snapshots per snapshotter, then
+    /// the same operations as single RPCs.
+    ///
+    /// Each op runs on both daemons back to back (op k on one, then op k on the other, who goes
+    /// first alternating with k): a ctr-timed op is ~13 ms of ctr's start around ~1 ms of
+    /// daemon work, so timing one daemon's whole series before the other's let the machine's
+    /// slow drift in speed decide the ratio.
     fn snapshots(&mut self) -> Result<()> {
         let n = self.settings.snapshots;
-        eprintln!("== snapshots ({n} prepare/commit/rm each)");
+        eprintln!("== snapshots ({n} prepare/commit/rm each, interleaved)");
         self.section_start();
-        for (s, sn) in ["overlayfs", "native"].into_iter().enumerate() {
-            let mut prepare = [Vec::new(), Vec::new()];
-            let mut commit = [Vec::new(), Vec::new()];
-            let mut remove = [Vec::new(), Vec::new()];
-            for i in Bench::order(s) {
-                let d = &self.daemons[i];
-                let base = ["snapshots", "--snapshotter", sn];
-                let ctr = |more: &[&str]| d.ctr_timed(&[&base[..], more].concat(), None);
-                for k in 0..n {
-                    prepare[i].push(ctr(&["prepare", &format!("bench-active-{k}")])?);
+        for sn in ["overlayfs", "native"] {
+            let op = |phase: usize, k: usize| -> Vec<String> {
+                let (active, committed) =
+                    (format!("bench-active-{k}"), format!("bench-committed-{k}"));
+                let mut args: Vec<String> =
+                    ["snapshots", "--snapshotter", sn].map(String::from).into();
+                match phase {
+                    0 => args.extend(["prepare".into(), active]),
+                    1 => args.extend(["commit".into(), committed, active]),
+                    _ => args.extend(["rm".into(), committed]),
                 }
+                args
+            };
+            // [prepare, commit, rm], each [containerd, stowaged]; all prepares before any
+            // commit, as a series of one daemon would run them.
+            let mut times: [[Vec<Duration>; 2]; 3] = Default::default();
+            for (phase, t) in times.iter_mut().enumerate() {
                 for k in 0..n {
-                    let (key, name) = (format!("bench-active-{k}"), format!("bench-committed-{k}"));
-                    commit[i].push(ctr(&["commit", &name, &key])?);
-                }
-                for k in 0..n {
-                    remove[i].push(ctr(&["rm", &format!("bench-committed-{k}")])?);
-                }
-                let left = d.ctr(&[&base[..], &["ls"]].concat())?;
-                if left.lines().skip(1).any(|l| l.contains("bench-")) {
-                    bail!("{}: {sn} snapshots left after rm:\n{left}", d.kind.name());
+                    let args = op(phase, k);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    for i in Bench::order(k) {
+                        t[i].push(self.daemons[i].ctr_timed(&args, None)?);
+                    }
                 }
             }
+            for d in &self.daemons {
+                Bench::none_left(d, sn, "bench-")?;
+            }
+            let [prepare, commit, remove] = times;
             self.push_row(format!("snapshot prepare {sn}"), prepare, Some(1.0));
             self.push_row(format!("snapshot commit {sn}"), commit, Some(1.0));
             self.push_row(format!("snapshot rm {sn}"), remove, Some(1.0));
             // The same operations as single RPCs, without ctr's process start, which is most
-            // of each row above; shown to explain them, no goal of their own.
-            let mut rpc = [Vec::new(), Vec::new()];
-            for i in Bench::order(s) {
-                let d = &self.daemons[i];
-                rpc[i] = populate::snapshot_rpc_latency(&d.address, sn, n)?.to_vec();
+            // of each row above; shown to explain them, no goal of their own. The daemons take
+            // turns in chunks there too (see `snapshot_rpc_latency`).
+            let addresses = [
+                self.daemons[0].address.as_path(),
+                self.daemons[1].address.as_path(),
+            ];
+            let [c, st] = populate::snapshot_rpc_latency(addresses, sn, n)?;
+            for d in &self.daemons {
+                Bench::none_left(d, sn, "rpc-")?;
             }
-            let [c, st] = rpc;
-            for (k, op) in ["Prepare", "Commit", "Remove"].into_iter().enumerate() {
+            for (k, (c, st)) in c.into_iter().zip(st).enumerate() {
+                let op = ["Prepare", "Commit", "Remove"][k];
                 self.push_row(
                     format!("  rpc Snapshots.{op} {sn}, per call"),
-                    [vec![c[k]], vec![st[k]]],
+                    [c, st],
                     None,
                 );
             }
         }
         self.section_end("snapshots")
+    }
+
+    /// Fails when `d` still lists a `sn` snapshot naming `prefix`: the bench removes every
+    /// snapshot it makes.
+    fn none_left(d: &Daemon, sn: &str, prefix: &str) -> Result<()> {
+        let left = d.ctr(&["snapshots", "--snapshotter", sn, "ls"])?;
+        if left.lines().skip(1).any(|l| l.contains(prefix)) {
+            bail!("{}: {sn} snapshots left after rm:\n{left}", d.kind.name());
+        }
+        Ok(())
     }
 
     /// Deletes `digest` and makes sure its backing file is gone too: a store may (as
