@@ -15,8 +15,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
+use super::Connection;
 use crate::api::containerd::services::content::v1 as pb;
-use crate::client::{connect, Headers};
+use crate::client::Headers;
 use crate::convert::{label_map, labels, time, timestamp};
 use crate::errors::from_status;
 
@@ -72,16 +73,22 @@ fn status_of(s: pb::Status) -> Result<Status> {
 }
 
 impl RemoteContentStore {
-    /// Connects to the socket at `address` and works in namespace `ns` (under `lease`).
+    /// Opens a connection of its own to the socket at `address` and works in namespace `ns`
+    /// (under `lease`); [`Scope::content_store`](super::Scope::content_store) shares one instead.
     pub fn connect(address: &Path, ns: &str, lease: Option<&str>) -> Result<RemoteContentStore> {
-        let rt = super::runtime()?;
-        let ch = rt.block_on(connect(address))?;
+        Ok(Connection::open(address)?.scope(ns, lease)?.content_store())
+    }
+
+    pub(super) fn new(conn: &Connection, headers: Headers) -> RemoteContentStore {
         let client = crate::client!(
             pb::content_client::ContentClient<_>,
-            ch,
-            Headers::new(Some(ns), lease)?
+            conn.channel(),
+            headers
         );
-        Ok(RemoteContentStore { rt, client })
+        RemoteContentStore {
+            rt: conn.rt(),
+            client,
+        }
     }
 }
 

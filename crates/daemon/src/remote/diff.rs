@@ -10,8 +10,9 @@ use tokio::runtime::Runtime;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use super::Connection;
 use crate::api::containerd::services::diff::v1 as pb;
-use crate::client::{connect, Headers};
+use crate::client::Headers;
 use crate::convert::{descriptor, descriptor_pb, label_map, mounts_pb};
 use crate::errors::from_status;
 
@@ -32,16 +33,18 @@ impl std::fmt::Debug for RemoteDiffer {
 }
 
 impl RemoteDiffer {
-    /// Connects to the socket at `address` and works in namespace `ns`.
+    /// Opens a connection of its own to the socket at `address` and works in namespace
+    /// `ns` (under `lease`); [`Scope::differ`](super::Scope::differ) shares one instead.
     pub fn connect(address: &Path, ns: &str, lease: Option<&str>) -> Result<RemoteDiffer> {
-        let rt = super::runtime()?;
-        let ch = rt.block_on(connect(address))?;
-        let client = crate::client!(
-            pb::diff_client::DiffClient<_>,
-            ch,
-            Headers::new(Some(ns), lease)?
-        );
-        Ok(RemoteDiffer { rt, client })
+        Ok(Connection::open(address)?.scope(ns, lease)?.differ())
+    }
+
+    pub(super) fn new(conn: &Connection, headers: Headers) -> RemoteDiffer {
+        let client = crate::client!(pb::diff_client::DiffClient<_>, conn.channel(), headers);
+        RemoteDiffer {
+            rt: conn.rt(),
+            client,
+        }
     }
 }
 

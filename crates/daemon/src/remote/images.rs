@@ -9,8 +9,9 @@ use tokio::runtime::Runtime;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use super::Connection;
 use crate::api::containerd::services::images::v1 as pb;
-use crate::client::{connect, Headers};
+use crate::client::Headers;
 use crate::convert::{descriptor, image_pb, labels, time};
 use crate::errors::from_status;
 
@@ -63,16 +64,18 @@ fn image_of(i: Option<pb::Image>) -> Result<Image> {
 }
 
 impl RemoteImageStore {
-    /// Connects to the socket at `address` and works in namespace `ns`.
+    /// Opens a connection of its own to the socket at `address` and works in namespace
+    /// `ns`; [`Scope::image_store`](super::Scope::image_store) shares one instead.
     pub fn connect(address: &Path, ns: &str) -> Result<RemoteImageStore> {
-        let rt = super::runtime()?;
-        let ch = rt.block_on(connect(address))?;
-        let client = crate::client!(
-            pb::images_client::ImagesClient<_>,
-            ch,
-            Headers::new(Some(ns), None)?
-        );
-        Ok(RemoteImageStore { rt, client })
+        Ok(Connection::open(address)?.scope(ns, None)?.image_store())
+    }
+
+    pub(super) fn new(conn: &Connection, headers: Headers) -> RemoteImageStore {
+        let client = crate::client!(pb::images_client::ImagesClient<_>, conn.channel(), headers);
+        RemoteImageStore {
+            rt: conn.rt(),
+            client,
+        }
     }
 }
 

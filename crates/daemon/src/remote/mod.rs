@@ -3,24 +3,15 @@
 //! store traits) works across the socket and the same conformance suites run against the
 //! daemon.
 //!
-//! The traits are synchronous; each remote store owns a small tokio runtime and blocks on it.
-//! Call them from ordinary threads, not from inside another tokio runtime.
+//! The traits are synchronous: the stores block on the runtime of their [`Connection`].
+//! Call them from ordinary threads (or `spawn_blocking` ones), not from async code. Build
+//! them from one connection ([`Connection::scope`]) so that they share its socket and
+//! runtime; each store's own `connect` opens a connection of its own.
 
+mod connection;
 pub mod content;
 pub mod diff;
 pub mod images;
 pub mod snapshots;
 
-use std::sync::Arc;
-
-use stowage_core_types::{Error, Result};
-
-/// A runtime shared by the remote stores of one connection.
-pub(crate) fn runtime() -> Result<Arc<tokio::runtime::Runtime>> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map(Arc::new)
-        .map_err(|e| Error::io("starting the client runtime", e))
-}
+pub use connection::{Connection, Scope};

@@ -11,8 +11,9 @@ use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use super::Connection;
 use crate::api::containerd::services::snapshots::v1 as pb;
-use crate::client::{connect, Headers};
+use crate::client::Headers;
 use crate::convert::{label_map, mount, snapshot_info, snapshot_info_pb};
 use crate::errors::from_status;
 
@@ -43,25 +44,30 @@ fn mounts(ms: Vec<crate::api::containerd::types::Mount>) -> Vec<Mount> {
 }
 
 impl RemoteSnapshotter {
-    /// Connects to the socket at `address` and uses snapshotter `name` in namespace `ns`.
+    /// Opens a connection of its own to the socket at `address` and uses snapshotter `name`
+    /// in namespace `ns` (under `lease`); [`Scope::snapshotter`](super::Scope::snapshotter) shares one instead.
     pub fn connect(
         address: &Path,
         name: &str,
         ns: &str,
         lease: Option<&str>,
     ) -> Result<RemoteSnapshotter> {
-        let rt = super::runtime()?;
-        let ch = rt.block_on(connect(address))?;
+        Ok(Connection::open(address)?
+            .scope(ns, lease)?
+            .snapshotter(name))
+    }
+
+    pub(super) fn new(conn: &Connection, headers: Headers, name: &str) -> RemoteSnapshotter {
         let client = crate::client!(
             pb::snapshots_client::SnapshotsClient<_>,
-            ch,
-            Headers::new(Some(ns), lease)?
+            conn.channel(),
+            headers
         );
-        Ok(RemoteSnapshotter {
-            rt,
+        RemoteSnapshotter {
+            rt: conn.rt(),
             client,
             name: name.to_string(),
-        })
+        }
     }
 }
 
