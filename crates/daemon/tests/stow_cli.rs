@@ -569,3 +569,85 @@ fn stow_speaks_to_containerd_as_ctr_does() {
     assert!(!ctr(&["snapshots", "ls"]).contains(a));
     assert!(ctr(&["leases", "ls", "-q"]).trim().is_empty());
 }
+
+/// A pass-through socket in front of a daemon's that counts the connections made to it.
+struct CountingProxy {
+    path: std::path::PathBuf,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Socket for CountingProxy {
+    fn socket(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl CountingProxy {
+    /// Listens at `path` and forwards each connection to `upstream`, both ways.
+    fn start(path: &Path, upstream: &Path) -> CountingProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let listener = UnixListener::bind(path).unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, upstream) = (accepted.clone(), upstream.to_path_buf());
+        std::thread::spawn(move || {
+            for down in listener.incoming() {
+                let Ok(down) = down else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(up) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
+                let pipe = |mut from: UnixStream, mut to: UnixStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(down.try_clone().unwrap(), up.try_clone().unwrap());
+                pipe(up, down);
+            }
+        });
+        CountingProxy {
+            path: path.to_path_buf(),
+            accepted,
+        }
+    }
+
+    /// The connections accepted since the last call. Every connection that carried a call
+    /// was accepted before the call could be answered, so after a command has finished its
+    /// connections are all counted.
+    fn take(&self) -> usize {
+        self.accepted.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn each_stow_command_makes_one_connection() {
+    if !require_ctr(false) {
+        return;
+    }
+    let f = &common::fixtures()[1];
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::quiet_gc_with_images(dir.path(), &[&f.archive]);
+    let p = CountingProxy::start(&dir.path().join("proxy.sock"), &d.address);
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    let t = target.to_str().unwrap();
+    // Each of these uses the generated clients and one or more of the remote stores
+    // (content, snapshotter, differ; `mount` and `create` all three, under a lease).
+    let commands: [&[&str]; 6] = [
+        &["images", "ls"],
+        &["images", "mount", &f.reference, t],
+        &["images", "check"],
+        &["images", "unmount", "--rm", t],
+        &["containers", "create", &f.reference, "one-conn"],
+        &["content", "ls"],
+    ];
+    for args in commands {
+        stow(&p, args);
+        assert_eq!(p.take(), 1, "connections made by stow {args:?}");
+    }
+    assert!(d.ok(&["containers", "ls", "-q"]).contains("one-conn"));
+    // And the daemon saw the unpack and the mount through the proxy.
+    assert!(d.ok(&["snapshots", "ls"]).contains("one-conn"));
+}

@@ -833,3 +833,194 @@ fn stow_containers_create_seccomp_default_profile_against_containerd() {
     let c = containerd_with_spec_image(dir.path());
     check_seccomp_profiles(&seccomp_records(&c.address, SPEC_IMAGE));
 }
+
+/// Where the kernel lists loaded AppArmor profiles; ctr reads it first for
+/// `--apparmor-default-profile`, and fails there when AppArmor is off.
+const APPARMOR_PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
+
+/// The absolute path of program `name` in this process's PATH.
+fn which(name: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not in PATH"))
+}
+
+/// Runs `args` through `tool` against `address` with only the environment `env` (PATH
+/// among it): ctr and stow record the caller's PATH lookups and environment in a hook.
+fn tool_with_env(tool: &str, address: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let exe = if tool == "ctr" {
+        which("ctr")
+    } else {
+        env!("CARGO_BIN_EXE_stow").into()
+    };
+    Command::new(exe)
+        .env_clear()
+        .envs(env.iter().copied())
+        .arg("--address")
+        .arg(address)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn stow_containers_create_apparmor_default_profile_as_ctr() {
+    if !require_ctr(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::quiet_gc_with_images(dir.path(), &[&image_archive(dir.path())]);
+    // Named for this test run, so a host with AppArmor gets it generated and loaded by
+    // whichever tool comes first, and found loaded by the other.
+    let profile = format!("stowage-test-{}", std::process::id());
+    let create = |tool: &str, id: &str, extra: &[&str]| {
+        let mut a = vec!["containers", "create"];
+        a.extend(extra);
+        a.extend([
+            "--apparmor-default-profile",
+            profile.as_str(),
+            SPEC_IMAGE,
+            id,
+        ]);
+        tool_out(tool, &d.address, &a)
+    };
+    // Both flags at once: refused by both before anything is loaded.
+    for tool in ["ctr", "stow"] {
+        let o = create(tool, &format!("{tool}-both"), &["--apparmor-profile", "x"]);
+        assert!(!o.status.success(), "{tool} took both AppArmor flags");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("apparmor-profile conflicts with"),
+            "{tool}: {err}"
+        );
+    }
+    let outs: Vec<(&str, Output)> = ["ctr", "stow"]
+        .into_iter()
+        .map(|tool| (tool, create(tool, &format!("{tool}-aa"), &[])))
+        .collect();
+    if Path::new(APPARMOR_PROFILES).exists() {
+        // AppArmor on: both load (or find) the profile and record its name.
+        for (tool, o) in outs {
+            ok(&format!("{tool} --apparmor-default-profile"), o);
+        }
+        let records = get_pairs(&d.address, &["ctr-aa", "stow-aa"]);
+        assert_eq!(
+            spec_of(&records[1])["process"]["apparmorProfile"],
+            profile.as_str()
+        );
+        let loaded = std::fs::read_to_string(APPARMOR_PROFILES).unwrap();
+        assert!(
+            loaded
+                .lines()
+                .any(|l| l.starts_with(&format!("{profile} "))),
+            "{profile} is not loaded: {loaded}"
+        );
+    } else {
+        // AppArmor off (this kernel has no AppArmor, or it is disabled): both fail where
+        // ctr fails, reading the list of loaded profiles, and record nothing.
+        for (tool, o) in outs {
+            assert!(!o.status.success(), "{tool} succeeded without AppArmor");
+            let err = text(&o.stderr);
+            assert!(err.contains(APPARMOR_PROFILES), "{tool}: {err}");
+        }
+    }
+    let containers = d.ok(&["containers", "ls", "-q"]);
+    assert!(!containers.contains("-both"), "{containers}");
+    if !Path::new(APPARMOR_PROFILES).exists() {
+        assert!(!containers.contains("-aa"), "{containers}");
+        // stow took back the snapshot it had prepared.
+        assert!(!d.ok(&["snapshots", "ls"]).contains("stow-aa"));
+    }
+}
+
+#[test]
+fn stow_containers_create_gpus_as_ctr() {
+    if !require_ctr(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::quiet_gc_with_images(dir.path(), &[&image_archive(dir.path())]);
+    // Two PATHs of one directory each: both with containerd (the hook's runner), and one
+    // also with a stand-in nvidia-container-cli, an executable script that would fail if
+    // run (nothing runs it: the record only names it).
+    let (without, with) = (dir.path().join("bin-without"), dir.path().join("bin-with"));
+    for b in [&without, &with] {
+        std::fs::create_dir(b).unwrap();
+        std::os::unix::fs::symlink(which("containerd"), b.join("containerd")).unwrap();
+    }
+    let cli = with.join("nvidia-container-cli");
+    std::fs::write(&cli, "#!/bin/sh\necho stand-in >&2\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let empty = dir.path().join("bin-empty");
+    std::fs::create_dir(&empty).unwrap();
+
+    let create = |tool: &str, path: &Path, id: &str| {
+        let env = [("LANG", "C"), ("PATH", path.to_str().unwrap())];
+        let a = [
+            "containers",
+            "create",
+            "--gpus",
+            "0",
+            "--gpus",
+            "2",
+            SPEC_IMAGE,
+            id,
+        ];
+        tool_with_env(tool, &d.address, &a, &env)
+    };
+    // What is missing is named, the runner first, as ctr looks them up.
+    for (path, missing) in [(&empty, "containerd"), (&without, "nvidia-container-cli")] {
+        for tool in ["ctr", "stow"] {
+            let o = create(tool, path, &format!("{tool}-no-{missing}"));
+            assert!(!o.status.success(), "{tool} succeeded without {missing}");
+            let err = text(&o.stderr);
+            assert!(
+                err.contains(&format!(
+                    "exec: \"{missing}\": executable file not found in $PATH"
+                )),
+                "{tool}: {err}"
+            );
+        }
+    }
+    assert!(!d.ok(&["containers", "ls", "-q"]).contains("-no-"));
+
+    for tool in ["ctr", "stow"] {
+        ok(
+            &format!("{tool} --gpus"),
+            create(tool, &with, &format!("{tool}-gpus")),
+        );
+    }
+    let records = get_pairs(&d.address, &["ctr-gpus", "stow-gpus"]);
+    // Spelled out too, so that a reading of ctr that stow and this test shared cannot pass.
+    let hooks = &spec_of(&records[1])["hooks"];
+    let cli = cli.to_str().unwrap();
+    let caps = [
+        "--compute",
+        "--compat32",
+        "--graphics",
+        "--utility",
+        "--video",
+        "--display",
+    ];
+    let mut args = vec![
+        "containerd",
+        "oci-hook",
+        "--",
+        cli,
+        "--load-kmods",
+        "configure",
+    ];
+    args.push("--device=0,2");
+    args.extend(caps);
+    args.extend(["--pid={{pid}}", "{{rootfs}}"]);
+    assert_eq!(
+        hooks,
+        &json!({"prestart": [{
+            "path": with.join("containerd").to_str().unwrap(),
+            "args": args,
+            "env": ["LANG=C", format!("PATH={}", with.display())],
+        }]})
+    );
+}

@@ -151,6 +151,14 @@ pub struct CreateArgs {
     /// An AppArmor profile (already loaded) for the process.
     #[arg(long)]
     apparmor_profile: Option<String>,
+    /// Confine the process with containerd's default AppArmor profile under this name,
+    /// generated and loaded with apparmor_parser unless loaded already (needs AppArmor).
+    #[arg(long)]
+    apparmor_default_profile: Option<String>,
+    /// GPUs (indexes) for NVIDIA's prestart hook, repeatable; needs containerd and
+    /// nvidia-container-cli in PATH, whose paths the hook records.
+    #[arg(long = "gpus", allow_negative_numbers = true)]
+    gpus: Vec<i64>,
     /// The RDT class (CLOS) of the container.
     #[arg(long)]
     rdt_class: Option<String>,
@@ -452,8 +460,18 @@ fn generated_spec(
     if !a.cap_drop.is_empty() {
         spec::with_dropped_caps(&mut s, &a.cap_drop);
     }
+    if a.seccomp_profile.is_some() && !a.seccomp {
+        bail!("--seccomp-profile needs --seccomp");
+    }
+    let apparmor_profile = a.apparmor_profile.as_deref().filter(|p| !p.is_empty());
+    let apparmor_default = a
+        .apparmor_default_profile
+        .as_deref()
+        .filter(|p| !p.is_empty());
+    if apparmor_profile.is_some() && apparmor_default.is_some() {
+        bail!("--apparmor-profile conflicts with --apparmor-default-profile");
+    }
     match (a.seccomp, &a.seccomp_profile) {
-        (false, Some(_)) => bail!("--seccomp-profile needs --seccomp"),
         // Made from the capabilities set so far, as ctr does (so after --privileged and
         // --cap-add/--cap-drop).
         (true, None) => s["linux"]["seccomp"] = crate::seccomp::default_profile(&s),
@@ -465,9 +483,15 @@ fn generated_spec(
             s["linux"]["seccomp"] = spec::seccomp_normalized(&given)
                 .with_context(|| format!("seccomp profile {}", f.display()))?;
         }
-        (false, None) => {}
+        (false, _) => {}
     }
-    if let Some(p) = a.apparmor_profile.as_deref().filter(|p| !p.is_empty()) {
+    if let Some(p) = apparmor_default {
+        // Loaded on this host, as ctr loads it on its own: the record only names it.
+        crate::apparmor::ensure_default_profile(p)
+            .with_context(|| format!("--apparmor-default-profile {p}"))?;
+        s["process"]["apparmorProfile"] = json!(p);
+    }
+    if let Some(p) = apparmor_profile {
         s["process"]["apparmorProfile"] = json!(p);
     }
     if a.cpu_quota != -1 || a.cpu_period != 0 {
@@ -486,6 +510,10 @@ fn generated_spec(
             bail!("--with-ns {ns}: {kind} is not a Linux namespace type");
         }
         spec::with_namespace(&mut s, kind, path);
+    }
+    if !a.gpus.is_empty() {
+        let hook = crate::nvidia::prestart_hook(&a.gpus).context("--gpus")?;
+        crate::nvidia::with_prestart(&mut s, hook);
     }
     if a.allow_new_privs {
         s["process"]["noNewPrivileges"] = json!(false);
@@ -662,7 +690,8 @@ async fn prepare(
     let chain = crate::images::unpack(ctx, reference, sn, Matcher::host(), lease).await?;
     let img = crate::images::get(ctx, reference).await?;
     let target = crate::images::target(&img)?;
-    let store = crate::images::content_store(ctx, Some(lease)).await?;
+    let remote = ctx.remote(Some(lease))?;
+    let store = remote.content_store();
     let config = blocking(move || {
         let (_, m) = stowage_images::resolve_manifest(&store, &target, &Matcher::host())?;
         Ok(stowage_images::read_config(&store, &m.config)?.config)
@@ -670,7 +699,7 @@ async fn prepare(
     .await?;
     // Under the lease too: until the container record names it, nothing else keeps the new
     // snapshot from a collection that runs in between.
-    let snap = crate::images::snapshotter(ctx, sn, Some(lease)).await?;
+    let snap = remote.snapshotter(sn);
     let (k, parent) = (key.to_string(), chain.to_string());
     let labels: stowage_core_types::Labels = labels.into_iter().collect();
     let what = format!("preparing snapshot {key} on {reference}");

@@ -180,7 +180,7 @@ async fn ingest(
                 .with_context(|| format!("--expected-digest {d:?}: use <algorithm>:<hex>"))
         })
         .transpose()?;
-    let store = crate::images::content_store(ctx, None).await?;
+    let store = ctx.remote(None)?.content_store();
     blocking(move || {
         let mut opts = WriterOptions::with_ref(&reference);
         match (&digest, size) {

@@ -17,8 +17,6 @@ use stowage_daemon::api::containerd::services::images::v1::*;
 use stowage_daemon::api::containerd::services::snapshots::v1 as snapshots_pb;
 use stowage_daemon::convert::descriptor;
 use stowage_daemon::remote::content::RemoteContentStore;
-use stowage_daemon::remote::diff::RemoteDiffer;
-use stowage_daemon::remote::snapshots::RemoteSnapshotter;
 use stowage_digest_identity::chain_id;
 use stowage_images::{read_config, read_index, read_manifest, resolve_manifest};
 use stowage_snapshots_storage::mount::{mount_all, unmount_all};
@@ -100,7 +98,7 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                 list.iter().for_each(|i| println!("{}", i.name));
                 return Ok(());
             }
-            let store = content_store(ctx, None).await?;
+            let store = ctx.remote(None)?.content_store();
             let facts = blocking(move || {
                 Ok(list
                     .into_iter()
@@ -305,48 +303,6 @@ pub fn target(img: &Image) -> Result<Descriptor> {
     descriptor(t).with_context(|| format!("image {} has a malformed target", img.name))
 }
 
-/// A content store over the daemon's socket, in the context's namespace (under `lease`).
-pub async fn content_store(ctx: &Ctx, lease: Option<&str>) -> Result<RemoteContentStore> {
-    let (a, ns, l) = (
-        ctx.address.clone(),
-        ctx.namespace.clone(),
-        lease.map(str::to_string),
-    );
-    blocking(move || {
-        RemoteContentStore::connect(&a, &ns, l.as_deref())
-            .context("connecting to the content store")
-    })
-    .await
-}
-
-/// Snapshotter `name` over the daemon's socket, in the context's namespace (under `lease`).
-pub async fn snapshotter(ctx: &Ctx, name: &str, lease: Option<&str>) -> Result<RemoteSnapshotter> {
-    let (a, ns, n, l) = (
-        ctx.address.clone(),
-        ctx.namespace.clone(),
-        name.to_string(),
-        lease.map(str::to_string),
-    );
-    blocking(move || {
-        RemoteSnapshotter::connect(&a, &n, &ns, l.as_deref())
-            .with_context(|| format!("connecting to snapshotter {n}"))
-    })
-    .await
-}
-
-/// The daemon's differ over its socket, in the context's namespace (under `lease`).
-async fn differ(ctx: &Ctx, lease: Option<&str>) -> Result<RemoteDiffer> {
-    let (a, ns, l) = (
-        ctx.address.clone(),
-        ctx.namespace.clone(),
-        lease.map(str::to_string),
-    );
-    blocking(move || {
-        RemoteDiffer::connect(&a, &ns, l.as_deref()).context("connecting to the diff service")
-    })
-    .await
-}
-
 /// The image's size for this host's platform (index, manifest, config and layers, as ctr
 /// counts it) and the platforms it offers.
 fn size_and_platforms(p: &dyn Provider, target: &Descriptor) -> Result<(u64, Vec<String>)> {
@@ -436,8 +392,8 @@ fn image_chain_id(p: &dyn Provider, target: &Descriptor, matcher: &Matcher) -> R
 
 async fn check(ctx: &Ctx, quiet: bool, sn: String, filters: Vec<String>) -> Result<()> {
     let images = list(ctx, filters).await?;
-    let store = content_store(ctx, None).await?;
-    let snap = snapshotter(ctx, &sn, None).await?;
+    let remote = ctx.remote(None)?;
+    let (store, snap) = (remote.content_store(), remote.snapshotter(&sn));
     let results = blocking(move || {
         Ok(images
             .into_iter()
@@ -555,9 +511,12 @@ pub async fn unpack(
 ) -> Result<Digest> {
     let img = get(ctx, reference).await?;
     let target = target(&img)?;
-    let store = content_store(ctx, Some(lease)).await?;
-    let snap = snapshotter(ctx, sn, Some(lease)).await?;
-    let applier = differ(ctx, Some(lease)).await?;
+    let remote = ctx.remote(Some(lease))?;
+    let (store, snap, applier) = (
+        remote.content_store(),
+        remote.snapshotter(sn),
+        remote.differ(),
+    );
     let (reference, sn) = (reference.to_string(), sn.to_string());
     blocking(move || {
         let u = stowage_images::unpack(
@@ -628,7 +587,7 @@ async fn mount_under_lease(
 ) -> Result<()> {
     let chain = unpack(ctx, reference, sn, matcher, key).await?;
     println!("{chain}");
-    let snap = snapshotter(ctx, sn, Some(key)).await?;
+    let snap = ctx.remote(Some(key))?.snapshotter(sn);
     let (k, t) = (key.to_string(), target.to_path_buf());
     blocking(move || {
         let made = if rw {

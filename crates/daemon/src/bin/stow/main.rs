@@ -7,16 +7,18 @@
 /// A generated client of service `$c` on the context's channel, with its headers and limits.
 macro_rules! svc {
     ($ctx:expr, $c:ty) => {
-        stowage_daemon::client!($c, $ctx.channel.clone(), $ctx.headers.clone())
+        stowage_daemon::client!($c, $ctx.conn.channel(), $ctx.headers.clone())
     };
 }
 
+mod apparmor;
 mod containers;
 mod content;
 mod events;
 mod images;
 mod leases;
 mod namespaces;
+mod nvidia;
 mod output;
 mod plugins;
 mod seccomp;
@@ -29,9 +31,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use output::Format;
-use stowage_daemon::client::{connect, Headers};
+use stowage_daemon::client::Headers;
 use stowage_daemon::errors::from_status;
-use tonic::transport::Channel;
+use stowage_daemon::remote::{Connection, Scope};
 
 /// Talks to stowaged (or containerd) over its unix socket.
 #[derive(Debug, Parser)]
@@ -106,12 +108,11 @@ enum Cmd {
 /// What every verb needs: the connection, the namespace and how to print.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// The daemon's channel.
-    pub channel: Channel,
+    /// The one connection to the daemon: the generated clients and the synchronous remote
+    /// stores all use it.
+    pub conn: Connection,
     /// Namespace header for every call.
     pub headers: Headers,
-    /// The socket, for the synchronous remote stores.
-    pub address: PathBuf,
     /// The namespace worked in.
     pub namespace: String,
     /// Listing format.
@@ -123,6 +124,14 @@ impl Ctx {
     pub fn json(&self) -> bool {
         self.format == Format::Json
     }
+
+    /// The remote stores (content, snapshotters, differ) in the context's namespace, under
+    /// `lease` if given, on the context's connection.
+    pub fn remote(&self, lease: Option<&str>) -> Result<Scope> {
+        self.conn
+            .scope(&self.namespace, lease)
+            .with_context(|| format!("lease {lease:?}: use an ASCII name"))
+    }
 }
 
 /// A gRPC status as the error it carries (containerd's wording: "image x: not found").
@@ -132,17 +141,20 @@ pub fn rpc(st: tonic::Status) -> anyhow::Error {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    // One connection (socket and runtime) for the whole command: stow's own async code runs
+    // on its runtime, and the remote stores block on it from `spawn_blocking` threads. It is
+    // dropped here, outside the runtime, after everything that used it has finished.
+    let conn = match Connection::open(&cli.address) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("stow: starting the runtime: {e}");
+            eprintln!(
+                "stow: cannot reach the daemon at {}: is stowaged running? Give its socket with --address or CONTAINERD_ADDRESS: {e}",
+                cli.address.display()
+            );
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match conn.runtime().block_on(run(cli, conn.clone())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stow: {e:#}");
@@ -151,19 +163,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let channel = connect(&cli.address).await.with_context(|| {
-        format!(
-            "cannot reach the daemon at {}: is stowaged running? Give its socket with --address or CONTAINERD_ADDRESS",
-            cli.address.display()
-        )
-    })?;
+async fn run(cli: Cli, conn: Connection) -> Result<()> {
     let headers = Headers::new(Some(&cli.namespace), None)
         .with_context(|| format!("namespace {:?}: use an ASCII name", cli.namespace))?;
     let ctx = Ctx {
-        channel,
+        conn,
         headers,
-        address: cli.address,
         namespace: cli.namespace,
         format: cli.format,
     };
