@@ -846,15 +846,23 @@ fn which(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("{name} is not in PATH"))
 }
 
-/// Runs `args` through `tool` against `address` with only the environment `env` (PATH
-/// among it): ctr and stow record the caller's PATH lookups and environment in a hook.
-fn tool_with_env(tool: &str, address: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// Runs `args` through `tool` against `address` in directory `cwd` with only the
+/// environment `env` (PATH among it): ctr and stow record the caller's PATH lookups and
+/// environment in a hook.
+fn tool_with_env(
+    tool: &str,
+    address: &Path,
+    args: &[&str],
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> Output {
     let exe = if tool == "ctr" {
         which("ctr")
     } else {
         env!("CARGO_BIN_EXE_stow").into()
     };
     Command::new(exe)
+        .current_dir(cwd)
         .env_clear()
         .envs(env.iter().copied())
         .arg("--address")
@@ -956,8 +964,8 @@ fn stow_containers_create_gpus_as_ctr() {
     let empty = dir.path().join("bin-empty");
     std::fs::create_dir(&empty).unwrap();
 
-    let create = |tool: &str, path: &Path, id: &str| {
-        let env = [("LANG", "C"), ("PATH", path.to_str().unwrap())];
+    let create = |tool: &str, path: &str, id: &str| {
+        let env = [("LANG", "C"), ("PATH", path)];
         let a = [
             "containers",
             "create",
@@ -968,28 +976,44 @@ fn stow_containers_create_gpus_as_ctr() {
             SPEC_IMAGE,
             id,
         ];
-        tool_with_env(tool, &d.address, &a, &env)
+        tool_with_env(tool, &d.address, &a, dir.path(), &env)
     };
+    let (empty, without, with_s) = (
+        empty.to_str().unwrap(),
+        without.to_str().unwrap(),
+        with.to_str().unwrap(),
+    );
     // What is missing is named, the runner first, as ctr looks them up.
-    for (path, missing) in [(&empty, "containerd"), (&without, "nvidia-container-cli")] {
+    let not_found = |p: &str| format!("exec: \"{p}\": executable file not found in $PATH");
+    // Found only through a relative PATH entry (the working directory is `dir`): refused.
+    let relative = format!("{without}:bin-with");
+    // Each case its own IDs: ctr's snapshot of a refused create waits for the collector.
+    for (case, (path, why)) in [
+        (empty, not_found("containerd")),
+        (without, not_found("nvidia-container-cli")),
+        (
+            relative.as_str(),
+            "nvidia-container-cli resolves to executable in current directory \
+             (./bin-with/nvidia-container-cli)"
+                .to_string(),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         for tool in ["ctr", "stow"] {
-            let o = create(tool, path, &format!("{tool}-no-{missing}"));
-            assert!(!o.status.success(), "{tool} succeeded without {missing}");
+            let o = create(tool, path, &format!("{tool}-no-gpus-{case}"));
+            assert!(!o.status.success(), "{tool} succeeded with PATH {path}");
             let err = text(&o.stderr);
-            assert!(
-                err.contains(&format!(
-                    "exec: \"{missing}\": executable file not found in $PATH"
-                )),
-                "{tool}: {err}"
-            );
+            assert!(err.contains(&why), "{tool}: {err}");
         }
     }
-    assert!(!d.ok(&["containers", "ls", "-q"]).contains("-no-"));
+    assert!(!d.ok(&["containers", "ls", "-q"]).contains("-no-gpus"));
 
     for tool in ["ctr", "stow"] {
         ok(
             &format!("{tool} --gpus"),
-            create(tool, &with, &format!("{tool}-gpus")),
+            create(tool, with_s, &format!("{tool}-gpus")),
         );
     }
     let records = get_pairs(&d.address, &["ctr-gpus", "stow-gpus"]);

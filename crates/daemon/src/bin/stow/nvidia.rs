@@ -83,9 +83,10 @@ fn look_path(name: &str, path_var: &OsString) -> Result<String> {
             continue;
         }
         if candidate.is_relative() {
+            let shown = candidate.strip_prefix(".").unwrap_or(&candidate);
             bail!(
-                "exec: {name:?}: found at {} relative to the working directory, which is not used",
-                candidate.display()
+                "{name} resolves to executable in current directory (./{})",
+                shown.display()
             );
         }
         return Ok(candidate.to_string_lossy().into_owned());
@@ -159,5 +160,17 @@ mod tests {
         let none = std::env::join_paths([&a, &b]).unwrap();
         let e = look_path("tool", &none).unwrap_err().to_string();
         assert!(e.contains("executable file not found in $PATH"), "{e}");
+        // The same directory named relative to the working directory: refused.
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count() - 1);
+        let rel = PathBuf::from(format!("{up}{}", c.strip_prefix("/").unwrap().display()));
+        assert!(rel.is_relative() && rel.join("tool").exists());
+        let e = look_path("tool", &std::env::join_paths([&rel]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tool resolves to executable in current directory (./../"),
+            "{e}"
+        );
     }
 }
