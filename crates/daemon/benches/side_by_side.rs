@@ -479,6 +479,17 @@ impl Bench {
             for d in &self.daemons {
                 Bench::none_left(d, sn, "bench-")?;
             }
+            for (what, t) in ["prepare", "commit", "rm"].into_iter().zip(&times) {
+                let [[c1, c2], [s1, s2]] = [0, 1].map(|i| Bench::by_position(&t[i], i));
+                self.notes.push(format!(
+                    "snapshot {what} {sn} by position in each pair (first/second): \
+                     containerd {}/{}, stowaged {}/{}",
+                    fmt_dur(c1),
+                    fmt_dur(c2),
+                    fmt_dur(s1),
+                    fmt_dur(s2)
+                ));
+            }
             let [prepare, commit, remove] = times;
             self.push_row(format!("snapshot prepare {sn}"), prepare, Some(1.0));
             self.push_row(format!("snapshot commit {sn}"), commit, Some(1.0));
@@ -504,6 +515,19 @@ impl Bench {
             }
         }
         self.section_end("snapshots")
+    }
+
+    /// Medians of daemon `i`'s interleaved times (one per k, ordered by `Bench::order(k)`)
+    /// split by its place in each pair: first (right after its own previous op) and second
+    /// (right after the other daemon's). A wide gap on one side only means one daemon's
+    /// after-work (a deferred collection, say) lands on the other's timings.
+    fn by_position(times: &[Duration], i: usize) -> [Duration; 2] {
+        let mut split = [Vec::new(), Vec::new()];
+        for (k, t) in times.iter().enumerate() {
+            let place = usize::from(Bench::order(k)[0] != i);
+            split[place].push(*t);
+        }
+        split.map(median)
     }
 
     /// Fails when `d` still lists a `sn` snapshot naming `prefix`: the bench removes every
