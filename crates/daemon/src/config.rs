@@ -25,6 +25,12 @@
 //!   # "isolated": it must write the whole blob (containerd 1.6 semantics; 1.7's
 //!   # containerd.io/namespace.shareable namespace label is not honoured).
 //!   content_sharing_policy = "shared"
+//! [plugins."io.stowage.unpack.v1.eager"]
+//!   # Unpack an image in the daemon as soon as a client holding a lease creates or retargets
+//!   # it (see [`crate::eager`]); the snapshotter is the one the namespace last unpacked
+//!   # into, or this one.
+//!   enabled = true
+//!   snapshotter = "overlayfs"
 //! [stream_processors."io.containerd.ocicrypt.decoder.v1.tar.gzip"]
 //!   accepts = ["application/vnd.oci.image.layer.v1.tar+gzip+encrypted"]
 //!   returns = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -62,6 +68,29 @@ pub const OVERLAY_PLUGIN: &str = "io.containerd.snapshotter.v1.overlayfs";
 pub const NATIVE_PLUGIN: &str = "io.containerd.snapshotter.v1.native";
 /// The plugin table key of the metadata store.
 pub const BOLT_PLUGIN: &str = "io.containerd.metadata.v1.bolt";
+/// The plugin table key of eager unpacking (stowage's own; containerd ignores the table).
+pub const EAGER_PLUGIN: &str = "io.stowage.unpack.v1.eager";
+/// The snapshotters stowaged has, by name.
+pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native"];
+
+/// Eager unpacking's options (`[plugins."io.stowage.unpack.v1.eager"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EagerConfig {
+    /// `enabled` (default true): unpack images created or retargeted under a lease.
+    pub enabled: bool,
+    /// `snapshotter` (default `overlayfs`): where to unpack for a namespace that has not
+    /// unpacked anything since the daemon started.
+    pub snapshotter: String,
+}
+
+impl Default for EagerConfig {
+    fn default() -> Self {
+        EagerConfig {
+            enabled: true,
+            snapshotter: "overlayfs".into(),
+        }
+    }
+}
 
 /// The overlayfs snapshotter's options (containerd 1.6's `overlay/plugin.Config`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -128,6 +157,8 @@ pub struct Config {
     pub sharing_policy: SharingPolicy,
     /// The `[stream_processors]` the Diff service's applier runs, ordered by id.
     pub stream_processors: Vec<StreamProcessor>,
+    /// Eager unpacking.
+    pub eager: EagerConfig,
     /// Keys of plugin tables that were ignored because the plugin does not know them.
     pub warnings: Vec<String>,
 }
@@ -146,6 +177,7 @@ impl Default for Config {
             native: NativeConfig::default(),
             sharing_policy: SharingPolicy::Shared,
             stream_processors: Vec::new(),
+            eager: EagerConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -246,6 +278,14 @@ struct BoltFile {
 }
 
 const BOLT_KEYS: &[&str] = &["content_sharing_policy"];
+
+#[derive(Debug, Default, Deserialize)]
+struct EagerFile {
+    enabled: Option<bool>,
+    snapshotter: Option<String>,
+}
+
+const EAGER_KEYS: &[&str] = &["enabled", "snapshotter"];
 
 /// One `[stream_processors."<id>"]` table (containerd 1.6's `config.StreamProcessor`).
 #[derive(Debug, Default, Deserialize)]
@@ -452,6 +492,23 @@ impl Config {
                     )))
                 }
             };
+        }
+        if let Some(e) =
+            plugin_table::<EagerFile>(&file.plugins, EAGER_PLUGIN, EAGER_KEYS, &mut warnings)?
+        {
+            if let Some(v) = e.enabled {
+                c.eager.enabled = v;
+            }
+            match e.snapshotter.as_deref() {
+                None | Some("") => {}
+                Some(name) if SNAPSHOTTERS.contains(&name) => c.eager.snapshotter = name.into(),
+                Some(name) => {
+                    return Err(Error::invalid_argument(format!(
+                    "config: [plugins.\"{EAGER_PLUGIN}\"]: snapshotter {name:?} is not one of {}",
+                    SNAPSHOTTERS.join(", ")
+                )))
+                }
+            }
         }
         c.stream_processors = stream_processors(&file.stream_processors, &mut warnings)?;
         c.warnings = warnings;
@@ -685,6 +742,46 @@ version = 2
                 e.message().contains("[stream_processors.\"p\"]"),
                 "{bad}: {e}"
             );
+            assert!(e.message().contains(what), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn eager_unpack_table() {
+        assert_eq!(Config::parse("").unwrap().eager, EagerConfig::default());
+        assert!(EagerConfig::default().enabled);
+        let c = Config::parse(
+            "[plugins.\"io.stowage.unpack.v1.eager\"]\nenabled = false\nsnapshotter = \"native\"\nlater = 1",
+        )
+        .unwrap();
+        assert_eq!(
+            c.eager,
+            EagerConfig {
+                enabled: false,
+                snapshotter: "native".into()
+            }
+        );
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("later"), "{:?}", c.warnings);
+        // An empty name keeps the default, as containerd treats empty strings.
+        let c =
+            Config::parse("[plugins.\"io.stowage.unpack.v1.eager\"]\nsnapshotter = \"\"").unwrap();
+        assert_eq!(c.eager, EagerConfig::default());
+        for (bad, what) in [
+            ("enabled = \"yes\"", "enabled"),
+            ("snapshotter = 3", "snapshotter"),
+            (
+                "snapshotter = \"zfs\"",
+                "\"zfs\" is not one of overlayfs, native",
+            ),
+        ] {
+            let e = Config::parse(&format!("[plugins.\"io.stowage.unpack.v1.eager\"]\n{bad}"))
+                .unwrap_err();
+            assert!(
+                e.is(stowage_core_types::ErrorKind::InvalidArgument),
+                "{bad}: {e}"
+            );
+            assert!(e.message().contains("io.stowage.unpack.v1.eager"), "{e}");
             assert!(e.message().contains(what), "{bad}: {e}");
         }
     }

@@ -7,10 +7,13 @@
 //! - [`config`]: containerd-shaped `config.toml` and command-line flags.
 //! - [`server`]: opening a root, the services, serving on a socket, shutting down.
 //! - [`services`]: one module per containerd service.
+//! - [`eager`]: eager unpack, an image unpacked in the daemon as soon as a client holding a
+//!   lease creates it, with client requests for its layers waiting for the job.
 
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod eager;
 pub mod errors;
 pub mod events;
 pub mod remote;

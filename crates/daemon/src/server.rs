@@ -19,6 +19,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::eager::Eager;
 use crate::events::Exchange;
 use crate::services;
 
@@ -56,7 +57,13 @@ pub struct State {
     pub stream_processors: Vec<StreamProcessor>,
     /// The garbage collection scheduler, stopped at shutdown.
     pub scheduler: std::sync::Mutex<Option<Scheduler>>,
+    /// Eager unpack: its configuration, jobs and their pending layers.
+    pub eager: Eager,
 }
+
+/// How long shutdown waits for eager unpack jobs to reach their next layer and stop. A job
+/// still applying a layer after that is abandoned: what it made belongs to its lease.
+const EAGER_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Fails with Unavailable when another process holds the lock of a database file under
 /// `root` (containerd and bbolt take an exclusive `flock`), so start-up refuses a root in use
@@ -210,11 +217,17 @@ impl State {
             snapshotter_roots: roots,
             stream_processors: cfg.stream_processors.clone(),
             scheduler: std::sync::Mutex::new(Some(scheduler)),
+            eager: Eager::new(cfg.eager.clone()),
         })
     }
 
-    /// Stops the GC scheduler (waiting for a running collection).
+    /// Stops eager unpack jobs (waiting a little for them to reach a layer boundary) and the
+    /// GC scheduler (waiting for a running collection).
     pub fn close(&self) {
+        self.eager.request_stop();
+        if !self.eager.wait_idle(EAGER_STOP_WAIT) {
+            tracing::info!("eager unpack still applying a layer at shutdown; left to its lease");
+        }
         if let Ok(mut s) = self.scheduler.lock() {
             if let Some(s) = s.take() {
                 s.stop();
@@ -259,6 +272,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let router = services::router(state.clone());
     let incoming = UnixListenerStream::new(listener);
+    // Jobs stop at their next layer as soon as the signal comes, so that requests waiting on
+    // them are answered and the server can drain.
+    let st = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        st.eager.request_stop();
+    };
     router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

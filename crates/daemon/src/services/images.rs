@@ -11,7 +11,7 @@ use crate::api::containerd::services::images::v1::images_server::Images;
 use crate::convert::{descriptor, image_pb, label_map, labels, time};
 use crate::errors::IntoStatus;
 use crate::events::topics;
-use crate::request::required_namespace;
+use crate::request::{lease_of, required_namespace};
 use crate::server::State;
 
 /// The Images service.
@@ -98,6 +98,28 @@ fn required(i: Option<pb::Image>) -> Result<pb::Image, Status> {
     }
 }
 
+impl Service {
+    /// Starts the eager unpack of `image`, written by a request under `lease` (none: nothing
+    /// to do). Its plan is made before the response goes out, so the client's own unpack,
+    /// which may follow at once, already finds the layers pending and waits for them.
+    async fn eager_unpack(&self, ns: &str, lease: Option<String>, image: &Image) {
+        let Some(lease) = lease else {
+            return;
+        };
+        if !self.0.eager.config().enabled {
+            return;
+        }
+        let (state, ns, target) = (self.0.clone(), ns.to_string(), image.target.clone());
+        let planned = tokio::task::spawn_blocking(move || {
+            crate::eager::start(&state, &ns, &lease, &target);
+        })
+        .await;
+        if let Err(e) = planned {
+            tracing::info!(error = %e, "eager unpack: planning failed");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Images for Service {
     async fn get(
@@ -131,6 +153,7 @@ impl Images for Service {
         req: Request<pb::CreateImageRequest>,
     ) -> Result<Response<pb::CreateImageResponse>, Status> {
         let ns = required_namespace(&req)?;
+        let lease = lease_of(&req);
         let img = image(required(req.into_inner().image)?)?;
         let db = self.0.db.clone();
         let n = ns.clone();
@@ -145,6 +168,7 @@ impl Images for Service {
                 labels: label_map(&created.labels),
             },
         );
+        self.eager_unpack(&ns, lease, &created).await;
         Ok(Response::new(pb::CreateImageResponse {
             image: Some(image_pb(&created)),
         }))
@@ -155,6 +179,7 @@ impl Images for Service {
         req: Request<pb::UpdateImageRequest>,
     ) -> Result<Response<pb::UpdateImageResponse>, Status> {
         let ns = required_namespace(&req)?;
+        let lease = lease_of(&req);
         let req = req.into_inner();
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let img = required(req.image)?;
@@ -213,6 +238,9 @@ impl Images for Service {
                 labels: label_map(&updated.labels),
             },
         );
+        if replaces_target {
+            self.eager_unpack(&ns, lease, &updated).await;
+        }
         Ok(Response::new(pb::UpdateImageResponse {
             image: Some(image_pb(&updated)),
         }))

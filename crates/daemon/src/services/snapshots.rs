@@ -13,6 +13,7 @@ use crate::api::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRe
 use crate::api::containerd::services::snapshots::v1 as pb;
 use crate::api::containerd::services::snapshots::v1::snapshots_server::Snapshots;
 use crate::convert::{labels, mounts_pb, snapshot_info, snapshot_info_pb};
+use crate::eager::{extract_chain, WAIT_LIMIT};
 use crate::errors::IntoStatus;
 use crate::events::topics;
 use crate::request::{lease_of, required_namespace};
@@ -52,6 +53,30 @@ impl Service {
             .status()?;
         Ok((ns, sn))
     }
+
+    /// Waits (on a blocking thread) while an eager unpack job in `ns` has promised `chain` in
+    /// snapshotter `name` and not yet committed it or given up; then the request goes on as
+    /// usual, finding the job's snapshot or not.
+    async fn wait_for_eager(&self, ns: &str, name: &str, chain: &str) -> Result<(), Status> {
+        let pending = self.0.eager.pending();
+        if !pending.is_pending(ns, name, chain) {
+            return Ok(());
+        }
+        let (p, ns, name, chain) = (
+            pending.clone(),
+            ns.to_string(),
+            name.to_string(),
+            chain.to_string(),
+        );
+        blocking(move || {
+            if !p.wait(&ns, &name, &chain, WAIT_LIMIT) {
+                tracing::info!(namespace = %ns, snapshotter = %name, chain = %chain,
+                    "gave up waiting for eager unpack");
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[tonic::async_trait]
@@ -62,9 +87,29 @@ impl Snapshots for Service {
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let (ns, sn) = self.snapshotter(&req, &req.get_ref().snapshotter)?;
         let r = req.into_inner();
+        let chain = extract_chain(&r.key);
+        if let Some(chain) = chain {
+            // A client unpacking this layer while an eager job does: let the job finish it.
+            self.wait_for_eager(&ns, &r.snapshotter, chain).await?;
+        }
         let (key, parent) = (r.key.clone(), r.parent.clone());
         let l = labels(r.labels);
         let mounts = blocking(move || sn.prepare(&key, &parent, l)).await?;
+        if let Some(chain) = chain {
+            self.0.eager.record_unpack(&ns, &r.snapshotter);
+            let wrong = crate::eager::client_unpacks(&self.0.eager, &ns, &r.snapshotter, chain);
+            if !wrong.is_empty() {
+                // Before the answer, so that once the client's unpack is done the guess is
+                // gone; a few removals, paid only by a pull that the guess got wrong.
+                let state = self.0.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for g in wrong {
+                        crate::eager::withdraw(&state, &g);
+                    }
+                })
+                .await;
+            }
+        }
         let (topic, ty) = topics::SNAPSHOT_PREPARE;
         self.0.exchange.publish(
             &ns,
@@ -147,8 +192,10 @@ impl Snapshots for Service {
         &self,
         req: Request<pb::StatSnapshotRequest>,
     ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
-        let (_, sn) = self.snapshotter(&req, &req.get_ref().snapshotter)?;
-        let key = req.into_inner().key;
+        let (ns, sn) = self.snapshotter(&req, &req.get_ref().snapshotter)?;
+        let r = req.into_inner();
+        self.wait_for_eager(&ns, &r.snapshotter, &r.key).await?;
+        let key = r.key;
         // Two short read transactions: cheaper than a hop to the blocking pool.
         let info = inline(sn.stat(&key))?;
         Ok(Response::new(pb::StatSnapshotResponse {
