@@ -214,6 +214,28 @@ async fn create(d: &Stowaged, name: &str, target: &Descriptor, lease: Option<&st
         .unwrap_or_else(|s| panic!("creating {name}: {s:?}\n{}", d.log()));
 }
 
+async fn update(d: &Stowaged, name: &str, target: &Descriptor, lease: &str, paths: &[&str]) {
+    let ch = connect(&d.address).await.unwrap();
+    let mut images = client!(
+        ipb::images_client::ImagesClient<_>,
+        ch,
+        Headers::new(Some("default"), Some(lease)).unwrap()
+    );
+    images
+        .update(ipb::UpdateImageRequest {
+            image: Some(ipb::Image {
+                name: name.into(),
+                target: Some(descriptor_pb(target)),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("updating {name}: {s:?}\n{}", d.log()));
+}
+
 async fn leases(
     d: &Stowaged,
 ) -> lpb::leases_client::LeasesClient<
@@ -536,6 +558,25 @@ async fn a_failed_unpack_leaves_nothing_outside_its_lease() {
     held.sort();
     assert_eq!(leased_snapshots(&d, "partial", "overlayfs").await, held);
     d.ok(&["leases", "rm", "--sync", "partial"]);
+    assert_eq!(snapshots(&d, "overlayfs"), vec![]);
+
+    // The content complete again: an update that only relabels the image leaves it be, one
+    // that sets its target (ctr pull of a name that exists) unpacks it.
+    ingest(&d, f, None);
+    create_lease(&d, "retry").await;
+    update(
+        &d,
+        "example.test/eager:partial",
+        &img.target,
+        "retry",
+        &["labels"],
+    )
+    .await;
+    assert_eq!(info(&d, "overlayfs", img.top()), None);
+    update(&d, "example.test/eager:partial", &img.target, "retry", &[]).await;
+    assert!(info(&d, "overlayfs", img.top()).is_some());
+    assert_eq!(snapshots(&d, "overlayfs"), committed_chain(&img));
+    d.ok(&["leases", "rm", "--sync", "retry"]);
     assert_eq!(snapshots(&d, "overlayfs"), vec![]);
 
     // A lease that does not exist: nothing can be prepared under it.
