@@ -590,3 +590,37 @@ async fn a_failed_unpack_leaves_nothing_outside_its_lease() {
         d.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_unpack_stops_cleanly_and_leaves_only_what_the_lease_holds() {
+    if !require_ctr(false) {
+        return;
+    }
+    let f = fixture("whiteouts");
+    let img = image_of(f);
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), true);
+    ingest(&d, f, None);
+    create_lease(&d, "pull-1").await;
+    create(
+        &d,
+        "example.test/eager:stopped",
+        &img.target,
+        Some("pull-1"),
+    )
+    .await;
+    // At once: the job is planned and may be anywhere in its layers. The daemon stops it
+    // at its next layer and exits by itself.
+    assert!(d.stop().unwrap(), "stowaged did not stop cleanly");
+    let d = start(dir.path(), true);
+    let left = snapshots(&d, "overlayfs");
+    assert!(
+        left.iter().all(|s| s.2 == "Committed"),
+        "an extraction snapshot outlived the stop: {left:?}"
+    );
+    let mut committed: Vec<String> = left.into_iter().map(|s| s.0).collect();
+    committed.sort();
+    assert_eq!(leased_snapshots(&d, "pull-1", "overlayfs").await, committed);
+    d.ok(&["leases", "rm", "--sync", "pull-1"]);
+    assert_eq!(snapshots(&d, "overlayfs"), vec![]);
+}
