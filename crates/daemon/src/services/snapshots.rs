@@ -68,14 +68,16 @@ impl Service {
             name.to_string(),
             chain.to_string(),
         );
-        blocking(move || {
+        // On the blocking pool, as core work is; not through `blocking`, whose "request done"
+        // line belongs to the request's own work that follows.
+        tokio::task::spawn_blocking(move || {
             if !p.wait(&ns, &name, &chain, WAIT_LIMIT) {
                 tracing::info!(namespace = %ns, snapshotter = %name, chain = %chain,
                     "gave up waiting for eager unpack");
             }
-            Ok(())
         })
         .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))
     }
 }
 
