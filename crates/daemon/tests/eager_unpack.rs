@@ -624,3 +624,48 @@ async fn sigterm_during_an_unpack_stops_cleanly_and_leaves_only_what_the_lease_h
     d.ok(&["leases", "rm", "--sync", "pull-1"]);
     assert_eq!(snapshots(&d, "overlayfs"), vec![]);
 }
+
+/// Two pulls of one image at once, one into overlayfs (the namespace's guess) and one into
+/// native: the native one's extraction tells the job it guessed wrong, but the overlayfs pull
+/// has already found the job's base layer and builds on it, so nothing the job committed may
+/// be taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_guess_another_client_relies_on_stays() {
+    if !require_ctr(false) {
+        return;
+    }
+    let f = fixture("whiteouts");
+    let img = image_of(f);
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), true);
+    ingest(&d, f, None);
+    create_lease(&d, "pull-b").await;
+    create(&d, "example.test/eager:shared", &img.target, Some("pull-b")).await;
+    // Client B's unpack Stats the base layer: it waits for the job and finds it.
+    let base = img.layers[0].2.clone();
+    assert!(info(&d, "overlayfs", &base).is_some());
+    // Client A unpacks the same image into native.
+    d.ok(&[
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "prepare",
+        &format!("extract-a {base}"),
+    ]);
+    // The job stops or finishes; whatever it committed is still there, B's base included.
+    let _ = info(&d, "overlayfs", img.top());
+    let left = snapshots(&d, "overlayfs");
+    let chain = committed_chain(&img);
+    assert!(
+        left.iter().any(|s| s.0 == base),
+        "the base layer B found was taken back: {left:?}\n{}",
+        d.log()
+    );
+    assert!(
+        left.iter().all(|s| chain.contains(s)),
+        "{left:?} is not part of {chain:?}"
+    );
+    let mut held: Vec<String> = left.iter().map(|s| s.0.clone()).collect();
+    held.sort();
+    assert_eq!(leased_snapshots(&d, "pull-b", "overlayfs").await, held);
+}

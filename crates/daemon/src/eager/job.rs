@@ -93,11 +93,8 @@ impl Snapshotter for JobSnapshotter<'_> {
                 "the daemon is shutting down",
             ));
         }
-        if self.guess.unwanted() {
-            return Err(Error::new(
-                stowage_core_types::ErrorKind::Canceled,
-                "the client unpacks into another snapshotter",
-            ));
+        if let Some(why) = self.guess.stop_reason() {
+            return Err(Error::new(stowage_core_types::ErrorKind::Canceled, why));
         }
         let mounts = self.inner.prepare(key, parent, labels)?;
         let (topic, ty) = topics::SNAPSHOT_PREPARE;
@@ -137,11 +134,11 @@ impl Snapshotter for JobSnapshotter<'_> {
                     },
                 );
                 self.label_layer(name);
-                self.registration.release(name);
+                self.registration.settle(name);
             }
             // Someone else committed it first: the snapshot is there for the waiters.
             Err(e) if e.is(stowage_core_types::ErrorKind::AlreadyExists) => {
-                self.registration.release(name);
+                self.registration.settle(name);
             }
             Err(_) => {}
         }

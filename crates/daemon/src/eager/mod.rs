@@ -31,6 +31,12 @@
 //!   stop before its next layer, and the snapshots it committed are removed again (top
 //!   first) unless the image config already names them in a `gc.ref.snapshot` label, so
 //!   they are not left for a later client to find while the collector is about to take them.
+//!   Never once a client has asked for one of them in that snapshotter (a Stat or an
+//!   extraction Prepare: a second pull of the same image relies on them); a request that
+//!   comes while they are being removed waits until they are gone.
+//! - At most [`MAX_JOBS`] jobs run at once; an image created beyond that is left to the
+//!   client. A deleted lease lets go of its jobs' promises at once (they can commit nothing
+//!   more), and so does shutdown.
 //! - Failure (missing blob, lease deleted, bad layer, shutdown between layers): the unpacker
 //!   removes its active snapshot, the job logs and ends; what it committed belongs to the
 //!   lease and goes with it.
@@ -43,7 +49,8 @@
 //!
 //! `ctr images pull` holds one lease from fetch to unpack, so it gets the whole benefit.
 //! `ctr images import` creates the image under a lease it deletes before unpacking under a
-//! new one: there the job fails at its first Prepare or Commit and ctr unpacks as before. A
+//! new one: there the job's promises go with that lease, the job fails at its next Prepare or
+//! Commit, and ctr unpacks as before. A
 //! layer the job managed to commit before that deletion is found (and skipped) by ctr, with
 //! nothing but ctr's next Prepare on top of it keeping it from the collector: a collection
 //! in that window makes ctr's Prepare fail, the race containerd has between any two unpacks
@@ -93,16 +100,50 @@ pub struct Guess {
     chains: Vec<String>,
     /// ChainIDs this job committed, in order.
     committed: Mutex<Vec<String>>,
-    /// (still running, unwanted): decided under one lock so that exactly one of the job and
-    /// the client's request takes the snapshots back.
-    state: Mutex<(bool, bool)>,
+    /// The job's promises, while it runs: let go of when its lease is deleted.
+    registration: std::sync::Weak<pending::Registration>,
+    /// Decided under one lock, so that exactly one of the job and the client's request takes
+    /// the snapshots back, and never once another client has seen them.
+    state: Mutex<GuessState>,
+}
+
+#[derive(Debug, Default)]
+struct GuessState {
+    running: bool,
+    /// A client unpacks this image into another snapshotter.
+    unwanted: bool,
+    /// The job's lease was deleted: it can commit nothing more.
+    orphaned: bool,
+    /// A client asked for one of its snapshots in its snapshotter (a Stat or an extraction
+    /// Prepare): someone may build on them, so they are never taken back, only left to the
+    /// lease.
+    observed: bool,
+    /// Being taken back: its snapshots are pending (clients wait) until they are gone.
+    withdrawing: bool,
 }
 
 impl Guess {
-    fn unwanted(&self) -> bool {
-        self.state.lock().map(|s| s.1).unwrap_or(true)
+    fn state(&self) -> std::sync::MutexGuard<'_, GuessState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the job should not go on, if it should not.
+    fn stop_reason(&self) -> Option<&'static str> {
+        let st = self.state();
+        if st.orphaned {
+            Some("the client's lease was deleted")
+        } else if st.unwanted {
+            Some("the client unpacks into another snapshotter")
+        } else {
+            None
+        }
     }
 }
+
+/// The most jobs that run at once: each is an applier with threads of its own, and an import
+/// of many images under one lease must not start one per image. A create beyond it is left to
+/// the client's own unpack (nothing is promised, so nobody waits).
+const MAX_JOBS: usize = 2;
 
 /// Eager unpack's shared state: configuration, each namespace's last snapshotter, the running
 /// jobs and their pending layers.
@@ -141,7 +182,7 @@ impl Drop for Running {
 impl Jobs {
     fn begin(self: &Arc<Self>, key: JobKey) -> Option<Running> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if !running.insert(key.clone()) {
+        if running.len() >= MAX_JOBS || !running.insert(key.clone()) {
             return None;
         }
         Some(Running {
@@ -221,9 +262,45 @@ impl Eager {
         guesses.push_back(g);
     }
 
-    /// Makes running jobs stop before their next layer and new ones not start.
+    /// Makes running jobs stop before their next layer, new ones not start, and requests
+    /// waiting for a job's layer go on without it.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.pending.stop();
+    }
+
+    /// A client asks for `chain` in snapshotter `sn` of namespace `ns` (Snapshots.Stat, or an
+    /// extraction Prepare): the job that committed or promised it may no longer take it back.
+    /// Called before the request waits for pending layers, so a withdrawal already under way
+    /// (its layers pending) is waited for instead.
+    pub fn observe(&self, ns: &str, sn: &str, chain: &str) {
+        let guesses = self.guesses.lock().unwrap_or_else(|p| p.into_inner());
+        for g in guesses.iter() {
+            if g.ns == ns && g.snapshotter == sn && g.chains.iter().any(|c| c == chain) {
+                let mut st = g.state();
+                if !st.withdrawing {
+                    st.observed = true;
+                }
+            }
+        }
+    }
+
+    /// Lease `lease` of namespace `ns` was deleted: its running jobs can commit nothing more
+    /// (the metadata store refuses a lease that is gone), so their promises are let go of at
+    /// once, and clients unpack those layers themselves instead of waiting for a failure.
+    /// `ctr images import` deletes its lease right after creating the images.
+    pub fn lease_deleted(&self, ns: &str, lease: &str) {
+        let guesses = self.guesses.lock().unwrap_or_else(|p| p.into_inner());
+        for g in guesses.iter().filter(|g| g.ns == ns && g.lease == lease) {
+            let running = {
+                let mut st = g.state();
+                st.orphaned = true;
+                st.running
+            };
+            if let (true, Some(r)) = (running, g.registration.upgrade()) {
+                r.release_all();
+            }
+        }
     }
 
     /// Waits until no job runs, at most `limit`; true when none does.
@@ -291,9 +368,9 @@ pub fn client_unpacks(eager: &Eager, ns: &str, sn: &str, chain: &str) -> Vec<Arc
     let mut finished = Vec::new();
     for g in eager.wrong_guesses(ns, sn, chain) {
         let done = {
-            let mut st = g.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.1 = true;
-            !st.0
+            let mut st = g.state();
+            st.unwanted = true;
+            !st.running
         };
         tracing::debug!(namespace = %ns, guessed = %g.snapshotter, wanted = %sn, done,
             "eager unpack: the client unpacks elsewhere; taking the guess back");
@@ -313,6 +390,22 @@ pub fn withdraw(state: &State, g: &Guess) {
     if committed.is_empty() {
         return;
     }
+    // Decided under the guess's lock, which `Eager::observe` takes too: either a client has
+    // already asked for one of these snapshots (they stay, for the lease to hold), or every
+    // later request for them waits, as they are pending until removed.
+    let _removing = {
+        let mut st = g.state();
+        if st.observed {
+            tracing::debug!(namespace = %g.ns, snapshotter = %g.snapshotter,
+                "eager unpack: a wrong guess another client uses stays for its lease");
+            return;
+        }
+        st.withdrawing = true;
+        state
+            .eager
+            .pending
+            .register(&g.ns, &g.snapshotter, &committed)
+    };
     let claimed = state
         .db
         .content_store(&g.ns, None)
@@ -326,6 +419,7 @@ pub fn withdraw(state: &State, g: &Guess) {
         })
         .unwrap_or(false);
     if claimed {
+        g.state().withdrawing = false;
         return;
     }
     let Ok(sn) = state.db.snapshotter(&g.snapshotter, &g.ns, Some(&g.lease)) else {
@@ -355,7 +449,7 @@ struct Job {
     target: Descriptor,
     layers: HashMap<String, Layer>,
     guess: Arc<Guess>,
-    registration: pending::Registration,
+    registration: Arc<pending::Registration>,
     _running: Running,
 }
 
@@ -400,7 +494,7 @@ fn plan(
             missing.push(c.clone());
         }
     }
-    let registration = state.eager.pending.register(ns, sn_name, &missing);
+    let registration = Arc::new(state.eager.pending.register(ns, sn_name, &missing));
     let guess = Arc::new(Guess {
         ns: ns.into(),
         snapshotter: sn_name.into(),
@@ -408,7 +502,11 @@ fn plan(
         config: manifest.config.digest.clone(),
         chains: chains.clone(),
         committed: Mutex::new(Vec::new()),
-        state: Mutex::new((true, false)),
+        registration: Arc::downgrade(&registration),
+        state: Mutex::new(GuessState {
+            running: true,
+            ..GuessState::default()
+        }),
     });
     state.eager.remember(guess.clone());
     let layers = chains
@@ -460,9 +558,9 @@ impl Job {
             ),
         }
         let unwanted = {
-            let mut st = self.guess.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.0 = false;
-            st.1
+            let mut st = self.guess.state();
+            st.running = false;
+            st.unwanted
         };
         if unwanted {
             withdraw(state, &self.guess);
@@ -530,6 +628,78 @@ mod tests {
         assert_eq!(e.snapshotter_for("b"), "overlayfs");
         e.record_unpack("a", "overlayfs");
         assert_eq!(e.snapshotter_for("a"), "overlayfs");
+    }
+
+    fn guess(e: &Eager, reg: &Arc<pending::Registration>, chains: &[&str]) -> Arc<Guess> {
+        let g = Arc::new(Guess {
+            ns: "ns".into(),
+            snapshotter: "overlayfs".into(),
+            lease: "pull-1".into(),
+            config: format!("sha256:{}", "cd".repeat(32)).parse().unwrap(),
+            chains: chains.iter().map(|c| c.to_string()).collect(),
+            committed: Mutex::new(Vec::new()),
+            registration: Arc::downgrade(reg),
+            state: Mutex::new(GuessState {
+                running: true,
+                ..GuessState::default()
+            }),
+        });
+        e.remember(g.clone());
+        g
+    }
+
+    #[test]
+    fn a_guess_a_client_has_asked_for_is_never_taken_back() {
+        let e = Eager::new(EagerConfig::default());
+        let reg = Arc::new(
+            e.pending
+                .register("ns", "overlayfs", &["a".into(), "b".into()]),
+        );
+        let g = guess(&e, &reg, &["a", "b"]);
+        // Another namespace, another snapshotter, another layer: not this guess.
+        e.observe("other", "overlayfs", "a");
+        e.observe("ns", "native", "a");
+        e.observe("ns", "overlayfs", "zzz");
+        assert!(!g.state().observed);
+        e.observe("ns", "overlayfs", "b");
+        assert!(g.state().observed);
+
+        // Once a withdrawal is under way, a request waits for it instead of claiming the
+        // snapshots.
+        let h = guess(&e, &reg, &["c"]);
+        h.state().withdrawing = true;
+        e.observe("ns", "overlayfs", "c");
+        assert!(!h.state().observed);
+    }
+
+    #[test]
+    fn a_deleted_lease_lets_go_of_its_jobs_promises() {
+        let e = Eager::new(EagerConfig::default());
+        let reg = Arc::new(
+            e.pending
+                .register("ns", "overlayfs", &["a".into(), "b".into()]),
+        );
+        let g = guess(&e, &reg, &["a", "b"]);
+        assert!(g.stop_reason().is_none());
+        e.lease_deleted("ns", "another-lease");
+        e.lease_deleted("other-ns", "pull-1");
+        assert!(e.pending.is_pending("ns", "overlayfs", "a"));
+        e.lease_deleted("ns", "pull-1");
+        assert!(!e.pending.is_pending("ns", "overlayfs", "a"));
+        assert!(!e.pending.is_pending("ns", "overlayfs", "b"));
+        assert!(g.stop_reason().is_some());
+    }
+
+    #[test]
+    fn at_most_max_jobs_run_at_once() {
+        let e = Eager::new(EagerConfig::default());
+        let key = |i: usize| ("ns".to_string(), "overlayfs".to_string(), format!("c{i}"));
+        let running: Vec<Running> = (0..MAX_JOBS)
+            .map(|i| e.jobs.begin(key(i)).expect("under the limit"))
+            .collect();
+        assert!(e.jobs.begin(key(MAX_JOBS)).is_none());
+        drop(running);
+        assert!(e.jobs.begin(key(MAX_JOBS)).is_some());
     }
 
     #[test]

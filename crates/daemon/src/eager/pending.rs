@@ -7,7 +7,8 @@
 //! job ends, by success, error, early return or panic, is released by the [`Registration`]'s
 //! drop, so no waiter can be left behind by a job that is gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,13 +18,17 @@ type Key = (String, String, String);
 /// The promised snapshots of every running job.
 #[derive(Debug, Default)]
 pub struct Pending {
-    /// How many jobs hold each key (two images sharing a base layer may both promise it).
-    held: Mutex<HashMap<Key, usize>>,
+    /// The registrations holding each key (two images sharing a base layer may both promise
+    /// it), by id: a registration lets go of its own hold only, never of a later promise.
+    held: Mutex<HashMap<Key, HashSet<u64>>>,
+    next_id: AtomicU64,
     released: Condvar,
+    /// Set at shutdown: waiters stop waiting, so draining requests does not wait for a layer.
+    stopping: AtomicBool,
 }
 
 impl Pending {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, usize>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, HashSet<u64>>> {
         // The map stays consistent whatever a panicking holder was doing: every change is a
         // single insert or removal.
         self.held.lock().unwrap_or_else(|p| p.into_inner())
@@ -42,7 +47,7 @@ impl Pending {
         let key = (ns.to_string(), sn.to_string(), chain.to_string());
         let deadline = Instant::now() + limit;
         let mut held = self.lock();
-        while held.contains_key(&key) {
+        while held.contains_key(&key) && !self.stopping.load(Ordering::Acquire) {
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -52,7 +57,7 @@ impl Pending {
                 Err(p) => p.into_inner().0,
             };
         }
-        true
+        !held.contains_key(&key)
     }
 
     /// Promises `chains` of snapshotter `sn` in namespace `ns` until each is released through
@@ -62,23 +67,44 @@ impl Pending {
             .iter()
             .map(|c| (ns.to_string(), sn.to_string(), c.clone()))
             .collect();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut held = self.lock();
         for k in &keys {
-            *held.entry(k.clone()).or_insert(0) += 1;
+            held.entry(k.clone()).or_default().insert(id);
         }
         Registration {
+            id,
             pending: self.clone(),
             keys: Mutex::new(keys),
         }
     }
 
-    fn release(&self, keys: impl IntoIterator<Item = Key>) {
+    /// Wakes every waiter and makes later waits return at once: the daemon is stopping.
+    pub fn stop(&self) {
+        // Under the lock, so a waiter between its check and its wait cannot miss the wake-up.
+        let held = self.lock();
+        self.stopping.store(true, Ordering::Release);
+        drop(held);
+        self.released.notify_all();
+    }
+
+    /// `chain` is committed: nobody needs to wait for it any more, whichever jobs promised it
+    /// (two images sharing a base both do; the one that did not commit it would otherwise keep
+    /// clients waiting until it finds the snapshot there).
+    fn settle(&self, key: Key) {
+        let removed = self.lock().remove(&key).is_some();
+        if removed {
+            self.released.notify_all();
+        }
+    }
+
+    fn release(&self, id: u64, keys: impl IntoIterator<Item = Key>) {
         let mut held = self.lock();
         let mut any = false;
         for k in keys {
-            if let Some(n) = held.get_mut(&k) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(holders) = held.get_mut(&k) {
+                holders.remove(&id);
+                if holders.is_empty() {
                     held.remove(&k);
                 }
                 any = true;
@@ -94,6 +120,7 @@ impl Pending {
 /// The snapshots one job promised and has not released yet; dropping it releases them all.
 #[derive(Debug)]
 pub struct Registration {
+    id: u64,
     pending: Arc<Pending>,
     keys: Mutex<Vec<Key>>,
 }
@@ -108,7 +135,25 @@ impl Registration {
         };
         let k = keys.swap_remove(i);
         drop(keys);
-        self.pending.release([k]);
+        self.pending.release(self.id, [k]);
+    }
+
+    /// `chain` is committed (by this job or another): released for every job that promised it.
+    pub fn settle(&self, chain: &str) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = keys.iter().position(|(_, _, c)| c == chain) else {
+            return;
+        };
+        let k = keys.swap_remove(i);
+        drop(keys);
+        self.pending.settle(k);
+    }
+
+    /// Releases everything still held: the job can no longer keep its promises (its lease is
+    /// gone), so clients should not wait for it.
+    pub fn release_all(&self) {
+        let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(|p| p.into_inner()));
+        self.pending.release(self.id, keys);
     }
 
     /// True while this registration still holds `chain`.
@@ -121,7 +166,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let keys = std::mem::take(self.keys.get_mut().unwrap_or_else(|p| p.into_inner()));
-        self.pending.release(keys);
+        self.pending.release(self.id, keys);
     }
 }
 
@@ -162,6 +207,47 @@ mod tests {
         assert!(p.is_pending("ns", "native", "a"));
         drop(a);
         assert!(p.lock().is_empty());
+    }
+
+    #[test]
+    fn a_committed_layer_is_settled_for_every_job_that_promised_it() {
+        let p = Arc::new(Pending::default());
+        let a = p.register("ns", "native", &chains(&["base", "a"]));
+        let b = p.register("ns", "native", &chains(&["base", "b"]));
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || p.wait("ns", "native", "base", Duration::from_secs(600)))
+        };
+        a.settle("base");
+        assert!(!p.is_pending("ns", "native", "base"));
+        assert!(waiter.join().unwrap());
+        // The other job finding it committed later changes nothing, nor does a new promise
+        // of the same layer lose its count to the old one.
+        let c = p.register("ns", "native", &chains(&["base"]));
+        b.release("base");
+        assert!(p.is_pending("ns", "native", "base"));
+        drop(c);
+        assert!(!p.is_pending("ns", "native", "base"));
+        b.release_all();
+        assert!(!p.is_pending("ns", "native", "b") && !b.holds("b"));
+        assert!(p.is_pending("ns", "native", "a"));
+        drop((a, b));
+        assert!(p.lock().is_empty());
+    }
+
+    #[test]
+    fn stopping_wakes_waiters_and_ends_later_waits() {
+        let p = Arc::new(Pending::default());
+        let r = p.register("ns", "overlayfs", &chains(&["x"]));
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || p.wait("ns", "overlayfs", "x", Duration::from_secs(600)))
+        };
+        p.stop();
+        // Still held: the waiter returns without the layer.
+        assert!(!waiter.join().unwrap());
+        assert!(!p.wait("ns", "overlayfs", "x", Duration::from_secs(600)));
+        drop(r);
     }
 
     #[test]

@@ -96,8 +96,9 @@ impl Leases for Service {
         let ns = required_namespace(&req)?;
         let req = req.into_inner();
         let db = self.0.db.clone();
+        let (n, id) = (ns.clone(), req.id.clone());
         blocking(move || {
-            let leases = db.leases(&ns)?;
+            let leases = db.leases(&n)?;
             if req.sync {
                 leases.delete_sync(&req.id).map(|_| ())
             } else {
@@ -105,6 +106,9 @@ impl Leases for Service {
             }
         })
         .await?;
+        // An eager unpack under this lease can commit nothing more: clients waiting for its
+        // layers go on without it.
+        self.0.eager.lease_deleted(&ns, &id);
         Ok(Response::new(()))
     }
 

@@ -92,6 +92,7 @@ impl Snapshots for Service {
         let chain = extract_chain(&r.key);
         if let Some(chain) = chain {
             // A client unpacking this layer while an eager job does: let the job finish it.
+            self.0.eager.observe(&ns, &r.snapshotter, chain);
             self.wait_for_eager(&ns, &r.snapshotter, chain).await?;
         }
         let (key, parent) = (r.key.clone(), r.parent.clone());
@@ -196,6 +197,7 @@ impl Snapshots for Service {
     ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
         let (ns, sn) = self.snapshotter(&req, &req.get_ref().snapshotter)?;
         let r = req.into_inner();
+        self.0.eager.observe(&ns, &r.snapshotter, &r.key);
         self.wait_for_eager(&ns, &r.snapshotter, &r.key).await?;
         let key = r.key;
         // Two short read transactions: cheaper than a hop to the blocking pool.
