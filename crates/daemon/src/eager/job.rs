@@ -70,7 +70,7 @@ impl Snapshotter for JobSnapshotter<'_> {
     fn stat(&self, key: &str) -> Result<Info> {
         let info = self.inner.stat(key)?;
         // Committed by someone else meanwhile: the unpacker will skip it, nothing to wait for.
-        self.registration.release(key);
+        self.registration.settle(key);
         Ok(info)
     }
 

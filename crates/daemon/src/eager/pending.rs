@@ -126,27 +126,24 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Releases `chain` (committed, by this job or another); a ChainID this registration does
-    /// not hold is ignored.
+    /// Lets go of this registration's hold on `chain`; a ChainID it does not hold is ignored.
     pub fn release(&self, chain: &str) {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(i) = keys.iter().position(|(_, _, c)| c == chain) else {
-            return;
-        };
-        let k = keys.swap_remove(i);
-        drop(keys);
-        self.pending.release(self.id, [k]);
+        if let Some(k) = self.take(chain) {
+            self.pending.release(self.id, [k]);
+        }
     }
 
     /// `chain` is committed (by this job or another): released for every job that promised it.
     pub fn settle(&self, chain: &str) {
+        if let Some(k) = self.take(chain) {
+            self.pending.settle(k);
+        }
+    }
+
+    fn take(&self, chain: &str) -> Option<Key> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(i) = keys.iter().position(|(_, _, c)| c == chain) else {
-            return;
-        };
-        let k = keys.swap_remove(i);
-        drop(keys);
-        self.pending.settle(k);
+        let i = keys.iter().position(|(_, _, c)| c == chain)?;
+        Some(keys.swap_remove(i))
     }
 
     /// Releases everything still held: the job can no longer keep its promises (its lease is
