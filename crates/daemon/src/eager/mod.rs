@@ -292,12 +292,9 @@ impl Eager {
     pub fn lease_deleted(&self, ns: &str, lease: &str) {
         let guesses = self.guesses.lock().unwrap_or_else(|p| p.into_inner());
         for g in guesses.iter().filter(|g| g.ns == ns && g.lease == lease) {
-            let running = {
-                let mut st = g.state();
-                st.orphaned = true;
-                st.running
-            };
-            if let (true, Some(r)) = (running, g.registration.upgrade()) {
+            g.state().orphaned = true;
+            // Gone with the job once it has ended.
+            if let Some(r) = g.registration.upgrade() {
                 r.release_all();
             }
         }

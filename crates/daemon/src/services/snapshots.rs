@@ -54,10 +54,12 @@ impl Service {
         Ok((ns, sn))
     }
 
-    /// Waits (on a blocking thread) while an eager unpack job in `ns` has promised `chain` in
-    /// snapshotter `name` and not yet committed it or given up; then the request goes on as
-    /// usual, finding the job's snapshot or not.
+    /// A client asks for `chain` of snapshotter `name` in `ns`: the eager job that made it may
+    /// no longer take it back, and while a job has promised it and not yet committed it or
+    /// given up, the request waits (on a blocking thread); then it goes on as usual, finding
+    /// the job's snapshot or not.
     async fn wait_for_eager(&self, ns: &str, name: &str, chain: &str) -> Result<(), Status> {
+        self.0.eager.observe(ns, name, chain);
         let pending = self.0.eager.pending();
         if !pending.is_pending(ns, name, chain) {
             return Ok(());
@@ -92,7 +94,6 @@ impl Snapshots for Service {
         let chain = extract_chain(&r.key);
         if let Some(chain) = chain {
             // A client unpacking this layer while an eager job does: let the job finish it.
-            self.0.eager.observe(&ns, &r.snapshotter, chain);
             self.wait_for_eager(&ns, &r.snapshotter, chain).await?;
         }
         let (key, parent) = (r.key.clone(), r.parent.clone());
@@ -197,7 +198,6 @@ impl Snapshots for Service {
     ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
         let (ns, sn) = self.snapshotter(&req, &req.get_ref().snapshotter)?;
         let r = req.into_inner();
-        self.0.eager.observe(&ns, &r.snapshotter, &r.key);
         self.wait_for_eager(&ns, &r.snapshotter, &r.key).await?;
         let key = r.key;
         // Two short read transactions: cheaper than a hop to the blocking pool.
